@@ -1,0 +1,39 @@
+# One entry point for a fresh machine. `make demo` and `make test` install everything they need first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+VENV5   := .venv-bpy5
+APT_PKGS := espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite ffmpeg sox
+SUDO    := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+
+.PHONY: install sysdeps demo test test-fast bench data default-model addon clean
+
+install: $(VENV)/.installed $(VENV5)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0          # pinned first: nothing may pull another torch
+	$(BIN)/pip install -q -e ".[data,blender,dev]"
+	touch $@
+
+# Blender 5.0 in its own environment (bpy 4.5 and 5.0 cannot share one); the add-on runs the engine
+# from the main environment's interpreter, exactly as a user's Blender would.
+$(VENV5)/.installed:
+	$(PY) -m venv $(VENV5)
+	$(VENV5)/bin/pip install -q --upgrade pip
+	$(VENV5)/bin/pip install -q "numpy<2" "bpy==5.0.1" pytest
+	touch $@
+
+sysdeps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v festival >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PKGS); fi
+
+test: install sysdeps
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+demo: install sysdeps
+	$(BIN)/python -m training.demo --out out/demo
+
+clean:
+	rm -rf $(VENV) $(VENV5) out build dist
