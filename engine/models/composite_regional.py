@@ -1,0 +1,309 @@
+"""Composite & regional non-autoregressive talking-face model (Wu et al., MM 2023, paper 003).
+
+The whole model in one file, with the paper's equation names in the code:
+
+* **Audio path** (Sec. 4.4): pretrained encoder features (whisper tiny.en by default, optionally
+  concatenated with hama phoneme posteriors) -> 1x1 ``Conv1d`` to ``C=256`` -> ``Z_audio`` at the
+  mesh frame rate.  The features reach :meth:`forward` already resampled to exactly ``T`` mesh
+  frames (:func:`engine.encoders.interpolate_features`).  The paper resamples *after* the 1x1 conv;
+  a 1x1 conv is a per-frame affine map and linear interpolation is a convex combination of frames,
+  so the two orders give identical numbers -- resampling first lets the trainer cache one
+  encoder-rate feature file per clip and lets inference fill ``Z_audio`` window by window.
+* **Shared vertex embedding W** (Sec. 4.3): one ``3N x 256`` matrix without bias.  ``W^T s``
+  embeds a face (``embed``), ``W z`` decodes a feature (``decode``); the same matrix does both, and
+  its l1 norm is the sparsity regulariser of eq. 4 (:mod:`engine.losses`).
+* **Adaptive modulating module** (Sec. 4.2): ``Norm(S_i) = S_i - mean_t S_t`` (eq. 1, the
+  reference sequence's own temporal mean -- removes identity, keeps movement) -> ``W`` -> ResNet1D
+  encoder with two stride-2 stages (``T'/4`` frames) -> ``Z_face`` -> temporal mean and std ->
+  linear -> ``(sigma_predict, mu_predict)`` -> AdaIN on ``Z_audio`` (eq. 2):
+  ``Z_fuse = sigma_predict * (Z_audio - mu(Z_audio)) / sigma(Z_audio) + mu_predict``
+  where ``mu/sigma(Z_audio)`` are taken over time, per channel (instance normalisation).
+* **Decoder** (Sec. 4.4): ``Z_fuse + W^T S_bar`` (the template's embedding added to every frame)
+  -> ResNet1D-18 (``BasicBlock1D`` x [2,2,2,2], kernel 3, stride 1, no downsampling) ->
+  ``Z_pred`` -> eq. 3: ``S_hat_i = S_bar + alpha * W Z_pred[i]`` with ``alpha = 0.1``.
+
+Vertices are normalised inside the model (``(x - coord_mean) / coord_scale`` with dataset
+statistics stored as buffers), as the authors' code does, so the same ``alpha``, ``beta`` and
+initialisation work for VOCASET (metres) and SynthTalk alike; inputs and outputs are in the
+dataset's units.  The template passes through exactly: ``W Z_pred = 0`` gives ``S_hat = S_bar``.
+
+Neutral style: ``neutral_style`` (a buffer) holds the training-set mean of the style statistics
+``[mu(Z_face), sigma(Z_face)]``; it is used whenever no reference sequence is given.
+
+Every operation after the AdaIN statistics is either per-frame or a kernel-3 convolution, so the
+decoder has a finite receptive field (:attr:`CompositeRegionalModel.decoder_radius` frames each
+side) and inference can run it over overlapping windows with results identical to one pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+try:  # engine.checkpoint is the registry every model kind registers with
+    from engine.checkpoint import register_model
+except ImportError:  # pragma: no cover - only while the foundations module has not landed
+    def register_model(kind: str):  # type: ignore[no-redef]
+        def deco(cls):
+            return cls
+        return deco
+
+__all__ = ["CompositeRegionalConfig", "CompositeRegionalModel", "BasicBlock1D", "ResNet1D", "adain", "KIND"]
+
+KIND = "composite_regional"
+STYLE_EPS = 1e-5
+
+
+@dataclass
+class CompositeRegionalConfig:
+    """Hyper-parameters of the model (stored in every checkpoint's ``config``).
+
+    ``feature_dim`` is the width of the concatenated encoder features (384 for whisper tiny.en,
+    +191 with hama).  ``channels`` is the paper's 256 (W has ``3N x channels``).  With 256
+    channels throughout, a V=5023 checkpoint is ~8.8 M parameters = ~17.5 MB in fp16.
+    """
+
+    feature_dim: int = 384
+    channels: int = 256                     # C of Z_audio / Z_face / Z_pred and of W's columns
+    decoder_layers: tuple[int, ...] = (2, 2, 2, 2)   # ResNet1D-18: 8 BasicBlocks = 16 convs
+    style_layers: tuple[int, ...] = (2, 2)  # reference encoder: two stages, each stride 2 -> T'/4
+    alpha: float = 0.1                      # eq. 3 output scale
+    encoders: list[dict] = field(default_factory=lambda: [{"kind": "whisper", "name_or_path": None, "layer": -1}])
+    encoder_in_model: bool = False          # True when the encoder is fine-tuned (its weights then live in the checkpoint)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CompositeRegionalConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown composite_regional model options {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("decoder_layers", "style_layers"):
+            if key in d:
+                d[key] = tuple(int(x) for x in d[key])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["decoder_layers"] = list(self.decoder_layers)
+        d["style_layers"] = list(self.style_layers)
+        return d
+
+
+class BasicBlock1D(nn.Module):
+    """ResNet basic block on sequences: ``x + BN(conv3(ReLU(BN(conv3(x)))))``.
+
+    Kernel 3, padding 1, so the block keeps the length when ``stride == 1``.  There is no ReLU
+    after the addition (as in the authors' blocks): the decoder's last block outputs ``Z_pred``,
+    which must be signed to mean "move this way or the other" through ``W``.  The last BN's
+    scale starts at zero, so every block starts as the identity (stable deep training).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_ch)
+        self.conv2 = nn.Conv1d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_ch)
+        nn.init.zeros_(self.bn2.weight)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm1d(out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return y + self.shortcut(x)
+
+
+class ResNet1D(nn.Module):
+    """Stages of :class:`BasicBlock1D`; the first block of a stage uses ``stride``."""
+
+    def __init__(self, channels: int, layers: tuple[int, ...], stride: int) -> None:
+        super().__init__()
+        blocks = []
+        for n in layers:
+            for i in range(n):
+                blocks.append(BasicBlock1D(channels, channels, stride if i == 0 else 1))
+        self.blocks = nn.Sequential(*blocks)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T) -> (B, C, T / stride^stages)
+        return self.blocks(x)
+
+
+def adain(z_audio: Tensor, sigma_predict: Tensor, mu_predict: Tensor,
+          audio_stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Eq. 2: ``sigma_predict * (Z_audio - mu(Z_audio)) / sigma(Z_audio) + mu_predict``.
+
+    ``z_audio`` is ``(B, T, C)``; ``sigma_predict``/``mu_predict`` are ``(B, C)``.  ``mu`` and
+    ``sigma`` are the per-channel mean and (population) standard deviation over time.  Pass
+    ``audio_stats`` when ``z_audio`` is a window of a longer clip, so the whole clip's statistics
+    are used (window-wise inference equals one pass).
+    """
+    if audio_stats is None:
+        audio_stats = instance_stats(z_audio)
+    mu, sigma = audio_stats
+    normed = (z_audio - mu.unsqueeze(1)) / sigma.unsqueeze(1)
+    return sigma_predict.unsqueeze(1) * normed + mu_predict.unsqueeze(1)
+
+
+def instance_stats(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel temporal mean and std of ``(B, T, C)`` (std floored by ``STYLE_EPS``)."""
+    mu = z.mean(dim=1)
+    var = z.var(dim=1, unbiased=False)
+    return mu, torch.sqrt(var + STYLE_EPS)
+
+
+@register_model(KIND)
+class CompositeRegionalModel(nn.Module):
+    """Audio features + template (+ optional reference motion) -> vertex animation.
+
+    Shapes: ``features (B, T, feature_dim)`` already at the mesh frame rate; ``template (B, V, 3)``
+    or ``None`` (the checkpoint's template); ``reference (B, T', V, 3)`` or ``None`` (neutral
+    style).  Output ``(B, T, V, 3)`` in the same units as the template.
+    """
+
+    kind = KIND
+
+    def __init__(self, config: CompositeRegionalConfig, template: Tensor) -> None:
+        super().__init__()
+        if template.dim() != 2 or template.shape[1] != 3:
+            raise ValueError(f"template must be (V, 3), got {tuple(template.shape)}")
+        self.config = config
+        c = config.channels
+        v = int(template.shape[0])
+        self.num_vertices = v
+        # Data normalisation (set from the training set by `set_normalisation`).
+        self.register_buffer("template", template.detach().float().clone())
+        self.register_buffer("coord_mean", template.detach().float().mean(0))
+        self.register_buffer("coord_scale", template.detach().float().std().reshape(()))
+        # Training-set mean of [mu(Z_face), sigma(Z_face)]: the neutral style (Sec. 4.2).
+        self.register_buffer("neutral_style", torch.cat([torch.zeros(c), torch.ones(c)]))
+
+        # Shared embedding W (3N x C, no bias), initialised like nn.Linear(3N, C).
+        self.W = nn.Parameter(torch.empty(3 * v, c))
+        bound = 1.0 / math.sqrt(3 * v)
+        nn.init.uniform_(self.W, -bound, bound)
+
+        self.audio_proj = nn.Conv1d(config.feature_dim, c, 1)              # 1x1 conv -> Z_audio
+        self.style_encoder = ResNet1D(c, config.style_layers, stride=2)     # -> Z_face (T'/4)
+        self.style_to_modulation = nn.Linear(2 * c, 2 * c)                # [mu, sigma](Z_face) -> [sigma_p, mu_p]
+        with torch.no_grad():  # start as the identity modulation: sigma_predict = 1, mu_predict = 0
+            self.style_to_modulation.weight.mul_(0.1)
+            self.style_to_modulation.bias.zero_()
+            self.style_to_modulation.bias[:c] = 1.0
+        self.decoder = ResNet1D(c, config.decoder_layers, stride=1)        # ResNet1D-18, no downsampling
+
+        self.encoders: nn.ModuleList | None = None  # fine-tuned encoders, attached by `attach_encoders`
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: dict[str, Any], topology: Any) -> "CompositeRegionalModel":
+        """Registry hook: build from a checkpoint ``config`` and a :class:`engine.topology.Topology`."""
+        cfg = CompositeRegionalConfig.from_dict(config)
+        model = cls(cfg, torch.as_tensor(topology.vertices, dtype=torch.float32))
+        if cfg.encoder_in_model:
+            from engine.encoders import build_encoder
+            model.attach_encoders([build_encoder(spec) for spec in cfg.encoders])
+        return model
+
+    def attach_encoders(self, encoders: list[nn.Module]) -> None:
+        """Make the encoders part of the model (their weights are then trained and checkpointed)."""
+        self.encoders = nn.ModuleList(encoders)
+        self.config.encoder_in_model = True
+
+    @property
+    def decoder_radius(self) -> int:
+        """Frames of context each side that one output frame of the decoder depends on."""
+        return sum(self.config.decoder_layers) * 2  # two kernel-3 convs per block, stride 1
+
+    @torch.no_grad()
+    def set_normalisation(self, coord_mean: Tensor, coord_scale: float) -> None:
+        """Store the dataset's per-axis vertex mean and overall coordinate std."""
+        self.coord_mean.copy_(torch.as_tensor(coord_mean, dtype=torch.float32).reshape(3))
+        self.coord_scale.fill_(float(coord_scale))
+
+    # ------------------------------------------------------------------ W (Sec. 4.3)
+    def _normalise(self, x: Tensor) -> Tensor:
+        return (x - self.coord_mean) / self.coord_scale
+
+    def embed(self, s: Tensor) -> Tensor:
+        """``W^T s`` for faces ``(..., V, 3)`` in normalised units -> ``(..., C)``."""
+        return s.flatten(-2) @ self.W
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``W z`` for features ``(..., C)`` -> displacements ``(..., V, 3)`` in normalised units."""
+        out = z @ self.W.t()
+        return out.unflatten(-1, (self.num_vertices, 3))
+
+    # ------------------------------------------------------------------ eq. 1-2
+    def style_statistics(self, reference: Tensor) -> Tensor:
+        """Reference motion ``(B, T', V, 3)`` -> ``[mu(Z_face), sigma(Z_face)]`` ``(B, 2C)``.
+
+        Eq. 1 subtracts the sequence's own temporal mean, so any identity (any template on this
+        topology) can serve as a reference: only its movement is used.
+        """
+        if reference.dim() != 4 or reference.shape[2:] != (self.num_vertices, 3):
+            raise ValueError(f"reference must be (B, T', {self.num_vertices}, 3), got {tuple(reference.shape)}")
+        norm_s = (reference - reference.mean(dim=1, keepdim=True)) / self.coord_scale   # eq. 1
+        z = self.embed(norm_s).transpose(1, 2)                                         # (B, C, T')
+        z_face = self.style_encoder(z)                                                  # (B, C, T'/4)
+        mu = z_face.mean(dim=2)
+        sigma = torch.sqrt(z_face.var(dim=2, unbiased=False) + STYLE_EPS)
+        return torch.cat([mu, sigma], dim=1)
+
+    def modulation(self, style_stats: Tensor) -> tuple[Tensor, Tensor]:
+        """Linear map of the style statistics to ``(sigma_predict, mu_predict)``, each ``(B, C)``."""
+        out = self.style_to_modulation(style_stats)
+        c = self.config.channels
+        return out[:, :c], out[:, c:]
+
+    def audio_latent(self, features: Tensor) -> Tensor:
+        """``(B, T, feature_dim)`` -> ``Z_audio`` ``(B, T, C)`` (the 1x1 conv)."""
+        if features.dim() != 3 or features.shape[2] != self.config.feature_dim:
+            raise ValueError(f"features must be (B, T, {self.config.feature_dim}), got {tuple(features.shape)}")
+        return self.audio_proj(features.transpose(1, 2)).transpose(1, 2)
+
+    def style_or_neutral(self, batch: int, reference: Tensor | None) -> Tensor:
+        if reference is None:
+            return self.neutral_style.unsqueeze(0).expand(batch, -1)
+        return self.style_statistics(reference)
+
+    # ------------------------------------------------------------------ decoder + eq. 3
+    def decoder_input(self, z_fuse: Tensor, template: Tensor) -> Tensor:
+        """``Z_fuse + W^T S_bar`` for every frame: ``(B, T, C)``."""
+        return z_fuse + self.embed(self._normalise(template)).unsqueeze(1)
+
+    def decode_frames(self, dec_in: Tensor, template: Tensor) -> Tensor:
+        """ResNet1D-18 then eq. 3 ``S_hat = S_bar + alpha W Z_pred`` (returned in dataset units)."""
+        z_pred = self.decoder(dec_in.transpose(1, 2)).transpose(1, 2)          # (B, T, C)
+        disp = self.decode(z_pred) * (self.config.alpha * self.coord_scale)    # un-normalised W Z_pred
+        return template.unsqueeze(1) + disp
+
+    def forward(self, features: Tensor, template: Tensor | None = None, reference: Tensor | None = None,
+                style_stats: Tensor | None = None) -> Tensor:
+        b = features.shape[0]
+        if template is None:
+            template = self.template.unsqueeze(0).expand(b, -1, -1)
+        if template.shape[1:] != (self.num_vertices, 3):
+            raise ValueError(f"template must be (B, {self.num_vertices}, 3), got {tuple(template.shape)}")
+        z_audio = self.audio_latent(features)
+        if style_stats is None:
+            style_stats = self.style_or_neutral(b, reference)
+        sigma_p, mu_p = self.modulation(style_stats)
+        z_fuse = adain(z_audio, sigma_p, mu_p)                                 # eq. 2
+        return self.decode_frames(self.decoder_input(z_fuse, template), template)
+
+    # ------------------------------------------------------------------ regulariser (eq. 4)
+    def sparsity(self) -> Tensor:
+        """``||W||_1``, the sparsity regulariser of eq. 4."""
+        return self.W.abs().sum()
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.config.to_dict()
