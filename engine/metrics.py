@@ -1,0 +1,255 @@
+"""Evaluation metrics for speech-driven face animation (all numpy; meshes in dataset units).
+
+Names say exactly which published variant they compute, because the literature uses the
+same name ("lip vertex error") for numbers that differ by a square root:
+
+* ``lip_vertex_error_sq``      FaceFormer/CodeTalker/UniTalker: per frame the max over lip
+                               vertices of the *squared* L2 error, averaged over frames.
+* ``lip_vertex_error_l2``      Wu et al.: the same with the Euclidean distance.
+* ``lip_vertex_error_l2_mean`` Euclidean, averaged over lip vertices and frames.
+* ``fdd``                      CodeTalker's upper-face dynamics deviation (signed: gt - pred).
+* ``lip_readability_percentage`` SelfTalk eq. 18: % of (frame, lip vertex) pairs closer than mu.
+* ``f_dtw``                    DTW distance between per-frame vectors, normalised by path length.
+* ``bilabial_closure_rate``    fraction of /p b m/ midpoints where the inner lips touch.
+
+Arrays are (T, V, 3); masks are integer vertex-index arrays.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["lip_vertex_error_sq", "lip_vertex_error_l2", "lip_vertex_error_l2_mean", "mean_vertex_error",
+           "upper_face_error", "fdd", "lip_readability_percentage", "f_dtw", "dtw", "inner_lip_gap",
+           "bilabial_closure_rate", "evaluate_all", "BILABIALS"]
+
+BILABIALS = frozenset({"p", "b", "m"})
+
+
+def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred, dtype=np.float64)
+    g = np.asarray(gt, dtype=np.float64)
+    if p.ndim == 2:
+        p = p.reshape(p.shape[0], -1, 3)
+    if g.ndim == 2:
+        g = g.reshape(g.shape[0], -1, 3)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} must have the same (T, V, 3) shape")
+    if p.shape[0] == 0:
+        raise ValueError("cannot evaluate an empty sequence")
+    return p, g
+
+
+def _idx(mask: Any, name: str) -> np.ndarray:
+    m = np.asarray(mask, dtype=np.int64).reshape(-1)
+    if m.size == 0:
+        raise ValueError(f"mask {name!r} is empty")
+    return m
+
+
+def _sq_dist(pred, gt, mask=None, name="mask") -> np.ndarray:
+    p, g = _pair(pred, gt)
+    if mask is not None:
+        m = _idx(mask, name)
+        p, g = p[:, m], g[:, m]
+    return ((p - g) ** 2).sum(-1)  # (T, V)
+
+
+def lip_vertex_error_sq(pred, gt, lips) -> float:
+    """Max over lip vertices of squared L2 error per frame, mean over frames (FaceFormer)."""
+    return float(_sq_dist(pred, gt, lips, "lips").max(axis=1).mean())
+
+
+def lip_vertex_error_l2(pred, gt, lips) -> float:
+    """Max over lip vertices of Euclidean error per frame, mean over frames (Wu et al.)."""
+    return float(np.sqrt(_sq_dist(pred, gt, lips, "lips")).max(axis=1).mean())
+
+
+def lip_vertex_error_l2_mean(pred, gt, lips) -> float:
+    """Euclidean error averaged over lip vertices and frames."""
+    return float(np.sqrt(_sq_dist(pred, gt, lips, "lips")).mean())
+
+
+def mean_vertex_error(pred, gt) -> float:
+    """Euclidean error averaged over all vertices and frames."""
+    return float(np.sqrt(_sq_dist(pred, gt)).mean())
+
+
+def upper_face_error(pred, gt, upper_face) -> float:
+    """Euclidean error averaged over upper-face vertices and frames (speech should barely move them)."""
+    return float(np.sqrt(_sq_dist(pred, gt, upper_face, "upper_face")).mean())
+
+
+def _motion_std(x: np.ndarray, template: np.ndarray, upper: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 2:
+        x = x.reshape(x.shape[0], -1, 3)
+    t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+    disp = ((x[:, upper] - t[upper][None]) ** 2).sum(-1)  # (T, Vu) squared displacement
+    return float(disp.std(axis=0).mean())                 # std over time (ddof 0), mean over vertices
+
+
+def fdd(preds, gts, templates, upper_face) -> float:
+    """CodeTalker FDD: per sequence, mean over upper-face vertices of the std over time of the
+    squared displacement from the template; gt value minus prediction value; mean over sequences.
+
+    ``preds``/``gts`` are one (T,V,3) array or sequences of them; ``templates`` one (V,3) array
+    (shared) or one per sequence.
+    """
+    if isinstance(preds, np.ndarray) and preds.ndim == 3:
+        preds, gts = [preds], [gts]
+    preds, gts = list(preds), list(gts)
+    if len(preds) != len(gts) or not preds:
+        raise ValueError(f"fdd needs equally many predictions and ground truths ({len(preds)} vs {len(gts)})")
+    if isinstance(templates, np.ndarray) and templates.ndim <= 2:
+        templates = [templates] * len(preds)
+    templates = list(templates)
+    upper = _idx(upper_face, "upper_face")
+    diffs = [_motion_std(g, t, upper) - _motion_std(p, t, upper) for p, g, t in zip(preds, gts, templates)]
+    return float(np.mean(diffs))
+
+
+def lip_readability_percentage(pred, gt, lips, threshold: float) -> float:
+    """SelfTalk LRP (eq. 18): 100 * mean over frames and lip vertices of [||pred - gt|| < threshold]."""
+    if threshold is None or threshold <= 0:
+        raise ValueError("LRP needs a positive distance threshold in the dataset's units")
+    d = np.sqrt(_sq_dist(pred, gt, lips, "lips"))
+    return float((d < threshold).mean() * 100.0)
+
+
+def dtw(a: np.ndarray, b: np.ndarray, band: int | None = None) -> tuple[float, int]:
+    """Dynamic time warping between (Ta, D) and (Tb, D) with Euclidean frame cost.
+
+    Returns (total cost of the optimal path, number of cells on that path). Steps are
+    (1,0), (0,1), (1,1); ties prefer the diagonal. ``band`` is a Sakoe-Chiba radius around the
+    rescaled diagonal (None = unconstrained). O(Ta*Tb) time and memory, vectorised per anti-diagonal.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        raise ValueError("DTW needs non-empty sequences")
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    cost = np.sqrt(np.maximum(sq, 0.0))
+    if band is not None and n > 1 and m > 1:  # a single-frame side leaves only one possible path
+        i = np.arange(n)[:, None]
+        j = np.arange(m)[None, :]
+        cost = np.where(np.abs(j - i * (m - 1) / (n - 1)) <= band, cost, np.inf)
+    acc = np.full((n + 1, m + 1), np.inf)
+    length = np.zeros((n + 1, m + 1), dtype=np.int64)
+    acc[0, 0] = 0.0
+    for k in range(2, n + m + 1):  # anti-diagonal i + j = k in the 1-based padded grid
+        i = np.arange(max(1, k - m), min(n, k - 1) + 1)
+        j = k - i
+        cand = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])   # diagonal first: wins ties
+        lens = np.stack([length[i - 1, j - 1], length[i - 1, j], length[i, j - 1]])
+        best = np.argmin(cand, axis=0)
+        cols = np.arange(len(i))
+        acc[i, j] = cost[i - 1, j - 1] + cand[best, cols]
+        length[i, j] = lens[best, cols] + 1
+    total = float(acc[n, m])
+    if not math.isfinite(total):
+        raise ValueError(f"DTW band {band} is too narrow for sequences of {n} and {m} frames")
+    return total, int(length[n, m])
+
+
+def f_dtw(pred, gt, mask=None, band: int | None = None) -> float:
+    """DTW distance between prediction and ground-truth per-frame vectors (restricted to ``mask``
+    vertices if given), divided by the warping-path length. Lengths may differ."""
+    p = np.asarray(pred, dtype=np.float64)
+    g = np.asarray(gt, dtype=np.float64)
+    p = p.reshape(p.shape[0], -1, 3)
+    g = g.reshape(g.shape[0], -1, 3)
+    if mask is not None:
+        m = _idx(mask, "mask")
+        p, g = p[:, m], g[:, m]
+    total, steps = dtw(p.reshape(len(p), -1), g.reshape(len(g), -1), band=band)
+    return total / steps
+
+
+def inner_lip_gap(frames, upper_inner, lower_inner) -> np.ndarray:
+    """(T,) per-frame median over paired indices of the distance upper_inner[i] <-> lower_inner[i]."""
+    x = np.asarray(frames, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1, 3)
+    up = _idx(upper_inner, "lip_upper_inner")
+    lo = _idx(lower_inner, "lip_lower_inner")
+    if len(up) != len(lo):
+        raise ValueError(f"upper_inner ({len(up)}) and lower_inner ({len(lo)}) must be paired (same length)")
+    return np.median(np.linalg.norm(x[:, up] - x[:, lo], axis=-1), axis=1)
+
+
+def _phone_label(label: str) -> str:
+    return str(label).strip().lower().rstrip("012")
+
+
+def bilabial_frames(phones: Iterable[Sequence], fps: float, num_frames: int) -> np.ndarray:
+    """Frame index (round(mid * fps), clipped to the clip) of every /p b m/ phone."""
+    mids = [(float(s) + float(e)) / 2.0 for lab, s, e in (tuple(p)[:3] for p in phones) if _phone_label(lab) in BILABIALS]
+    if not mids:
+        return np.zeros(0, dtype=np.int64)
+    return np.clip(np.rint(np.asarray(mids) * fps).astype(np.int64), 0, num_frames - 1)
+
+
+def bilabial_closure_rate(frames, phones, fps, upper_inner, lower_inner, threshold) -> float:
+    """Fraction of /p b m/ phone midpoints where the inner-lip gap is below ``threshold``.
+    Returns NaN when the clip has no bilabial phones (nothing to measure)."""
+    gap = inner_lip_gap(frames, upper_inner, lower_inner)
+    idx = bilabial_frames(phones, fps, len(gap))
+    if len(idx) == 0:
+        return float("nan")
+    return float((gap[idx] < threshold).mean())
+
+
+def default_closure_threshold(template: np.ndarray, face_mask: Any | None = None) -> float:
+    """0.5% of the face's bounding-box diagonal: ~1 mm on a 20 cm head, whatever the units."""
+    t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+    if face_mask is not None:
+        t = t[np.asarray(face_mask, dtype=np.int64)]
+    return float(0.005 * np.linalg.norm(t.max(0) - t.min(0)))
+
+
+def evaluate_all(pred, gt, template, masks: Mapping[str, Any], phones=None, fps: float = 30.0,
+                 lrp_threshold: float | None = None, closure_threshold: float | None = None,
+                 dtw_band: int | None = None) -> dict[str, float]:
+    """Every metric the inputs allow, as a flat ``{name: float}``.
+
+    Metrics whose masks are missing are left out (never filled with a placeholder). If the
+    two sequences differ in length by one frame they are trimmed to the shorter; a larger
+    difference is an error (it would mean the two were made for different audio).
+    LRP is reported only when ``lrp_threshold`` is given (its meaning depends on units).
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    g = np.asarray(gt, dtype=np.float64)
+    p = p.reshape(p.shape[0], -1, 3)
+    g = g.reshape(g.shape[0], -1, 3)
+    if p.shape[1] != g.shape[1]:
+        raise ValueError(f"prediction has {p.shape[1]} vertices, ground truth {g.shape[1]}")
+    if abs(len(p) - len(g)) > 1:
+        raise ValueError(f"prediction has {len(p)} frames, ground truth {len(g)}: they differ by more than one "
+                         "frame, so they do not belong to the same audio (or use different fps)")
+    t = min(len(p), len(g))
+    p, g = p[:t], g[:t]
+    out: dict[str, float] = {"frames": float(t), "mve": mean_vertex_error(p, g)}
+    lips = masks.get("lips")
+    if lips is not None and len(lips):
+        out["lve_sq"] = lip_vertex_error_sq(p, g, lips)
+        out["lve_l2"] = lip_vertex_error_l2(p, g, lips)
+        out["lve_l2_mean"] = lip_vertex_error_l2_mean(p, g, lips)
+        out["f_dtw_lips"] = f_dtw(p, g, lips, band=dtw_band)
+        if lrp_threshold is not None:
+            out["lrp"] = lip_readability_percentage(p, g, lips, lrp_threshold)
+    upper = masks.get("upper_face")
+    if upper is not None and len(upper):
+        out["upper_face_error"] = upper_face_error(p, g, upper)
+        out["fdd"] = fdd(p, g, np.asarray(template), upper)
+    up, lo = masks.get("lip_upper_inner"), masks.get("lip_lower_inner")
+    if phones and up is not None and lo is not None and len(up):
+        thr = closure_threshold if closure_threshold is not None else default_closure_threshold(template, masks.get("face"))
+        rate = bilabial_closure_rate(p, phones, fps, up, lo, thr)
+        if not math.isnan(rate):
+            out["bilabial_closure_rate"] = rate
+            out["bilabial_closure_rate_gt"] = bilabial_closure_rate(g, phones, fps, up, lo, thr)
+            out["bilabial_closure_threshold"] = thr
+    return out
