@@ -1,0 +1,204 @@
+"""Headless batch baking: audio clips in, baked .blend files out.
+
+    blender -b scene.blend --python-exit-code 1 -P blender_addon/batch.py -- \\
+        --audio a.wav [--audio b.wav] [--audio-dir clips/] --object Face \\
+        [--checkpoint C.safetensors] --mode cache|shapekeys --out baked.blend
+
+    python blender_addon/batch.py --scene scene.blend | --mesh head.obj  … (bpy module)
+
+Synchronous on purpose: in background mode modal operators and timers never run, so this
+drives :class:`session.GenerateSession` directly (the same code as the Generate button).
+One clip → ``--out`` is the .blend written. Several clips → each clip is baked onto a fresh
+copy of the scene and saved as its own file: ``--out`` must be a folder (``<clip>.blend``
+inside) or contain ``{clip}``. Mesh caches go to ``parley_cache/`` next to each output file.
+Prints one line per clip; exits 1 (message on stderr) if any clip failed, 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif")
+
+
+def _addon_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """Import this add-on's modules whatever the package is called ('blender_addon' in the
+    repository, the extension id once installed) — this file is run as a plain script."""
+    pkg_dir = Path(__file__).resolve().parent
+    if str(pkg_dir.parent) not in sys.path:
+        sys.path.insert(0, str(pkg_dir.parent))
+    name = pkg_dir.name
+    return (importlib.import_module(f"{name}.session"), importlib.import_module(f"{name}.bake"),
+            importlib.import_module(f"{name}.engine_process"))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="batch.py", description="Bake Parley facial animation headless.")
+    p.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
+    p.add_argument("--audio-dir", help="bake every audio file in this folder (sorted)")
+    p.add_argument("--object", help="mesh object to animate (default: the only mesh / active object)")
+    p.add_argument("--checkpoint", help=".safetensors checkpoint (default: the bundled one)")
+    p.add_argument("--mode", choices=["cache", "shapekeys"], default="cache")
+    p.add_argument("--relative-keys", action="store_true", help="shapekeys mode: relative keys")
+    p.add_argument("--out", required=True, help="output .blend (one clip), or folder / pattern with {clip}")
+    p.add_argument("--scene", help="(python + bpy) .blend to open when Blender did not load one")
+    p.add_argument("--mesh", help="(python + bpy) build a scene from this .obj when no .blend is given")
+    p.add_argument("--start-frame", type=int, default=1)
+    p.add_argument("--fps", type=float, help="animation fps (default: the scene's)")
+    p.add_argument("--set-fps", action="store_true", help="also set the scene fps to --fps / the scene's")
+    p.add_argument("--set-range", action="store_true", help="set the scene frame range to the clip")
+    p.add_argument("--no-sound", action="store_true", help="do not add the audio as a sound strip")
+    p.add_argument("--no-template", action="store_true",
+                   help="use the checkpoint's own face instead of the object's rest shape")
+    p.add_argument("--style", help="style reference (.npy or .pc2)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--python", dest="python", default="",
+                   help="interpreter that runs the engine (default: this one)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per clip before giving up")
+    return p.parse_args(list(argv))
+
+
+def collect_audio(args: argparse.Namespace) -> list[str]:
+    clips = [os.path.abspath(a) for a in args.audio]
+    if args.audio_dir:
+        if not os.path.isdir(args.audio_dir):
+            raise SystemExit(_fail(f"--audio-dir {args.audio_dir} is not a folder", 2))
+        found = sorted(f for f in glob.glob(os.path.join(args.audio_dir, "*")) if f.lower().endswith(AUDIO_EXTS))
+        if not found:
+            raise SystemExit(_fail(f"no audio files ({', '.join(AUDIO_EXTS)}) in {args.audio_dir}", 2))
+        clips += [os.path.abspath(f) for f in found]
+    if not clips:
+        raise SystemExit(_fail("nothing to do: give --audio FILE and/or --audio-dir DIR", 2))
+    for c in clips:
+        if not os.path.isfile(c):
+            raise SystemExit(_fail(f"audio file not found: {c}", 2))
+    return clips
+
+
+def output_path(out: str, clip: str, several: bool) -> str:
+    if "{clip}" in out:
+        return os.path.abspath(out.replace("{clip}", clip))
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        return os.path.abspath(os.path.join(out, f"{clip}.blend"))
+    if several:
+        raise SystemExit(_fail("several clips: --out must be a folder or contain {clip}", 2))
+    return os.path.abspath(out)
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"parley batch: error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+def load_scene(args: argparse.Namespace, source_blend: str) -> None:
+    """Fresh copy of the input scene for each clip."""
+    import bpy
+
+    if source_blend:
+        bpy.ops.wm.open_mainfile(filepath=source_blend)
+    elif args.mesh:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.ops.wm.obj_import(filepath=os.path.abspath(args.mesh))
+        if args.object and bpy.context.selected_objects:
+            bpy.context.selected_objects[0].name = args.object
+
+
+def find_object(name: str | None) -> str:
+    import bpy
+
+    if name:
+        if bpy.data.objects.get(name) is None:
+            meshes = ", ".join(o.name for o in bpy.data.objects if o.type == "MESH") or "none"
+            raise ValueError(f"no object named '{name}' (meshes in the scene: {meshes})")
+        return name
+    meshes = [o for o in bpy.data.objects if o.type == "MESH"]
+    if len(meshes) == 1:
+        return meshes[0].name
+    active = bpy.context.view_layer.objects.active if bpy.context.view_layer else None
+    if active is not None and active.type == "MESH":
+        return active.name
+    raise ValueError(f"{len(meshes)} meshes in the scene: choose one with --object")
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    session_mod, bake_mod, engine_process = _addon_modules()
+    import bpy
+
+    clips = collect_audio(args)
+    source_blend = bpy.data.filepath
+    if not source_blend:
+        if args.scene:
+            source_blend = os.path.abspath(args.scene)
+            if not os.path.isfile(source_blend):
+                return _fail(f"--scene {source_blend} not found", 2)
+        elif not args.mesh:
+            return _fail("no scene: run inside Blender with a .blend, or give --scene or --mesh", 2)
+    engine_root = engine_process.find_engine_root(Path(__file__).resolve().parent)
+    failures = 0
+    for i, audio in enumerate(clips, 1):
+        clip = bake_mod.clip_name(audio)
+        out = output_path(args.out, clip, len(clips) > 1)
+        tmp_out = out[:-6] + ".parley-tmp.blend" if out.endswith(".blend") else out + ".parley-tmp.blend"
+        t0 = time.perf_counter()
+        try:
+            load_scene(args, source_blend)
+            obj_name = find_object(args.object)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            # save first so '//parley_cache' resolves next to the output file
+            bpy.ops.wm.save_as_mainfile(filepath=tmp_out, check_existing=False)
+            req = session_mod.GenerateRequest(
+                object_name=obj_name, audio_path=audio, checkpoint=args.checkpoint, python=args.python,
+                engine_root=engine_root, device=args.device,
+                mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=args.start_frame,
+                fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=not args.no_sound,
+                set_frame_range=args.set_range, set_scene_fps=args.set_fps,
+                use_object_template=not args.no_template, style_path=args.style, clip=clip)
+            session = session_mod.GenerateSession(bpy.context.scene, req)
+            t_engine = time.perf_counter()
+            result = session.run(timeout=args.timeout)
+            t_bake = result.seconds
+            bpy.ops.wm.save_mainfile()
+            os.replace(tmp_out, out)
+            where = result.cache_file if result.mode == "CACHE" else f"{len(result.shape_keys)} shape keys"
+            print(f"parley: [{i}/{len(clips)}] {clip}: {result.frames} frames from frame {result.start_frame} "
+                  f"({result.mode.lower()}: {where}) -> {out} "
+                  f"(engine {time.perf_counter() - t_engine - t_bake:.1f} s, bake {t_bake:.2f} s, "
+                  f"total {time.perf_counter() - t0:.1f} s)", flush=True)
+        except (Exception, SystemExit) as exc:
+            failures += 1
+            if os.path.exists(tmp_out):
+                os.unlink(tmp_out)
+            print(f"parley: [{i}/{len(clips)}] {clip}: FAILED: {exc}", flush=True)
+            _fail(f"{clip}: {exc}", 1)
+    if failures:
+        return _fail(f"{failures} of {len(clips)} clip(s) failed", 1)
+    return 0
+
+
+def _argv() -> list[str]:
+    """Arguments after '--' inside Blender; all of them under plain python."""
+    if "--" in sys.argv:
+        return sys.argv[sys.argv.index("--") + 1:]
+    try:
+        import bpy
+
+        in_blender_binary = bool(bpy.app.binary_path) and not bpy.app.binary_path.endswith(("python", "python3"))
+    except Exception:
+        in_blender_binary = False
+    return [] if in_blender_binary else sys.argv[1:]
+
+
+if __name__ == "__main__":
+    code = main(_argv())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)

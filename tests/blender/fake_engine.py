@@ -1,0 +1,86 @@
+"""Stand-in for ``python -m engine animate`` speaking the same CLI and progress protocol.
+
+Used by the add-on tests for what the real engine cannot be made to do on demand: fail after
+some progress, or run slowly enough to be cancelled. Deterministic output: the template (or the
+checkpoint's topology vertices) plus small per-frame sinusoidal offsets.
+
+Behaviour switches (environment): PARLEY_FAKE_FAIL=1 → error event + exit 2 after some progress;
+PARLEY_FAKE_CRASH=1 → traceback on stderr, exit 1, no protocol; PARLEY_FAKE_SLEEP=<s> → sleep
+between progress lines (for cancel tests); PARLEY_FAKE_PIDFILE=<path> → write own pid there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from engine.audio import num_frames  # noqa: E402
+from engine.exporters import write_pc2  # noqa: E402
+
+
+def emit(**kw: object) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def read_obj_vertices(path: str) -> np.ndarray:
+    with open(path) as fh:
+        return np.array([[float(x) for x in ln.split()[1:4]] for ln in fh if ln.startswith("v ")], np.float32)
+
+
+def checkpoint_vertices(path: str) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    return load_file(path)["topology.vertices"].astype(np.float32)
+
+
+def fake_frames(template: np.ndarray, t_count: int) -> np.ndarray:
+    t = np.arange(t_count, dtype=np.float32)[:, None, None]
+    v = np.arange(len(template), dtype=np.float32)[None, :, None]
+    axis = np.array([1.0, 0.5, -0.25], np.float32)[None, None, :]
+    return (template[None] + 0.02 * np.sin(0.3 * t + 0.1 * v) * axis).astype(np.float32)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("command")
+    p.add_argument("--audio", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint")
+    p.add_argument("--template")
+    p.add_argument("--style")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--progress", default="json")
+    a = p.parse_args()
+    if os.environ.get("PARLEY_FAKE_PIDFILE"):
+        with open(os.environ["PARLEY_FAKE_PIDFILE"], "w") as fh:
+            fh.write(str(os.getpid()))
+    delay = float(os.environ.get("PARLEY_FAKE_SLEEP", "0"))
+    if os.environ.get("PARLEY_FAKE_CRASH"):
+        raise RuntimeError("simulated crash inside the engine")
+    print("some library warning that is not JSON", flush=True)
+    info = sf.info(a.audio)
+    t_count = num_frames(int(round(info.frames * 16000 / info.samplerate)), a.fps)
+    for i in range(5):
+        emit(event="progress", stage="encode", fraction=i / 5)
+        time.sleep(delay)
+    if os.environ.get("PARLEY_FAKE_FAIL"):
+        emit(event="error", message="simulated engine failure: the audio is silent")
+        return 2
+    template = read_obj_vertices(a.template) if a.template else checkpoint_vertices(a.checkpoint)
+    frames = fake_frames(template, t_count)
+    emit(event="progress", stage="decode", fraction=1.0)
+    write_pc2(a.out, frames, fps=a.fps)
+    emit(event="progress", stage="write", fraction=1.0)
+    emit(event="done", out=a.out, frames=t_count, vertices=len(template), fps=a.fps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
