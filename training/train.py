@@ -261,18 +261,19 @@ def dump_config(cfg: Config) -> str:
 # ============================================================================ data
 @dataclass
 class Clip:
-    """One training/eval sequence.  ``vertices`` may be a read-only memmap (large corpora)."""
+    """One training/eval sequence; vertices and audio are read on demand (large corpora)."""
 
     name: str
     subject: str
-    wav: Path
-    vertices: np.ndarray            # (T, V, 3) float32 at corpus fps
-    template: np.ndarray            # (V, 3)
+    num_frames: int
+    template: np.ndarray                     # (V, 3)
+    load_vertices: Callable[[], np.ndarray]  # -> (T, V, 3) float32 (may be a read-only memmap)
+    load_wav: Callable[[], np.ndarray]       # -> mono float32 16 kHz, aligned to the frames
     phones: list | None = None
 
     @property
-    def num_frames(self) -> int:
-        return int(self.vertices.shape[0])
+    def vertices(self) -> np.ndarray:
+        return self.load_vertices()
 
 
 @dataclass
@@ -283,38 +284,70 @@ class Corpus:
     card: dict[str, Any]
 
 
-def load_corpus(cfg: DataConfig) -> Corpus:
+# mesh capture rate and training rate per corpus kind (VOCASET keeps every 2nd frame)
+_KIND_RATES = {"synthtalk": (30.0, 30.0), "custom": (30.0, 30.0), "vocaset": (60.0, 30.0), "biwi": (25.0, 25.0)}
+
+
+def load_corpus(cfg: DataConfig, splits: list[str] | None = None) -> Corpus:
     """Load the configured corpus through :mod:`engine.dataset` (FaceFormer layout + split configs)."""
     from engine import dataset as ds
+    from engine.topology import Topology
 
     root = Path(cfg.root)
+    if cfg.kind not in _KIND_RATES:
+        raise ConfigError(f"data.kind must be one of {', '.join(_KIND_RATES)}, got {cfg.kind!r}")
     if not root.is_dir():
         raise ConfigError(
             f"dataset root {root} does not exist; generate SynthTalk with `python -m training.synthtalk` "
-            "or point data.root at a FaceFormer-format corpus"
-        )
-    return ds_to_corpus(ds, cfg)
-
-
-def ds_to_corpus(ds: Any, cfg: DataConfig) -> Corpus:
-    """Adapter from :mod:`engine.dataset` objects to the trainer's :class:`Clip` lists."""
-    kwargs: dict[str, Any] = {}
-    if cfg.topology:
-        kwargs["topology"] = cfg.topology
+            "or point data.root at a FaceFormer-format corpus")
+    mesh_fps, fps = _KIND_RATES[cfg.kind]
     if cfg.fps:
-        kwargs["fps"] = cfg.fps
-    data = ds.load_dataset(cfg.kind, cfg.root, **kwargs)
-    splits: dict[str, list[Clip]] = {}
-    for split in (cfg.train_split, cfg.val_split, cfg.test_split):
-        clips = []
-        for item in data.split(split):
-            clips.append(Clip(name=item.name, subject=item.subject, wav=Path(item.wav_path),
-                              vertices=item.vertices, template=np.asarray(item.template, dtype=np.float32),
-                              phones=item.phones))
-        if cfg.max_clips_per_split:
-            clips = clips[: cfg.max_clips_per_split]
-        splits[split] = clips
-    return Corpus(topology=data.topology, fps=float(data.fps), splits=splits, card=dict(getattr(data, "card", {}) or {}))
+        fps = cfg.fps
+    split_defs = {"vocaset": ds.VOCASET_SPLITS, "biwi": ds.BIWI_SPLITS}.get(cfg.kind)
+    topo_path = Path(cfg.topology) if cfg.topology else root / "topology.npz"
+    if not topo_path.is_file():
+        raise ConfigError(f"no topology for {root}: expected {topo_path} (set data.topology to the template mesh "
+                          "with its .masks.json sidecar, or a topology .npz)")
+    topology = Topology.load(topo_path)
+    card: dict[str, Any] = {}
+    if (root / "dataset.json").is_file():
+        try:
+            card = json.loads((root / "dataset.json").read_text())
+        except json.JSONDecodeError:
+            card = {}
+    out: dict[str, list[Clip]] = {}
+    for split in splits or [cfg.train_split, cfg.val_split, cfg.test_split]:
+        if split in out:
+            continue
+        dcfg = ds.DatasetConfig(root=root, mesh_fps=mesh_fps, fps=fps, splits=split_defs, cache_audio=False,
+                                num_vertices=topology.num_vertices,
+                                max_clips=cfg.max_clips_per_split or None)
+        try:
+            data = ds.FaceFormerDataset(dcfg, split)
+        except ds.DatasetError as exc:
+            if split == cfg.train_split:
+                raise
+            print(f"warning: split {split!r} unavailable: {exc}", file=sys.stderr)
+            out[split] = []
+            continue
+        out[split] = [_clip_from_dataset(data, i, mesh_fps, fps) for i in range(len(data))]
+    return Corpus(topology=topology, fps=float(fps), splits=out, card=card)
+
+
+def _clip_from_dataset(data: Any, i: int, mesh_fps: float, fps: float) -> Clip:
+    from engine.dataset import load_phones
+    c = data.clips[i]
+    if mesh_fps == fps:  # memory-map: a crop reads only its frames
+        def load_vertices(path=c.vertices, n=c.frames) -> np.ndarray:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            return arr.reshape(arr.shape[0], -1, 3)[:n]
+    else:
+        def load_vertices(data=data, i=i) -> np.ndarray:
+            return data.vertices(i)
+    phones = load_phones(c.phones) if c.phones is not None else None
+    return Clip(name=c.name, subject=c.subject, num_frames=int(c.frames),
+                template=np.asarray(data.templates[c.subject], dtype=np.float32),
+                load_vertices=load_vertices, load_wav=lambda data=data, i=i: data.audio(i), phones=phones)
 
 
 # ============================================================================ features
@@ -358,7 +391,6 @@ class FeatureCache:
     def ensure(self, clips: list[Clip], progress: Callable[[str], None] | None = None) -> None:
         """Compute and store the features of every clip that has none yet."""
         from safetensors.torch import save_file
-        from engine.audio import load_audio
 
         for spec in self.specs:
             todo = [c for c in clips if not self.path(spec, c).is_file()]
@@ -373,19 +405,18 @@ class FeatureCache:
             except ImportError:  # pragma: no cover
                 it = groups
             for group in it:
-                wavs = [load_audio(c.wav) for c in group]
+                wavs = [c.load_wav() for c in group]
                 feats = self._encode_group(enc, wavs)
                 for c, f in zip(group, feats):
                     with atomic_path(self.path(spec, c)) as tmp:
                         save_file({"features": f.contiguous()}, str(tmp), metadata={"clip": c.name, "spec": json.dumps(spec)})
 
     def _pack(self, clips: list[Clip]) -> list[list[Clip]]:
-        import soundfile as sf
         groups: list[list[Clip]] = []
         cur: list[Clip] = []
         total = 0.0
         for c in clips:
-            secs = sf.info(str(c.wav)).duration + self.GAP_SECONDS
+            secs = c.num_frames / 30.0 + self.GAP_SECONDS  # frame rate only sizes the groups
             if cur and total + secs > self.pack_seconds:
                 groups.append(cur)
                 cur, total = [], 0.0
@@ -525,10 +556,10 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
 
 # ============================================================================ model registry glue
 def build_model_for(cfg: Config, topology: Any, feature_dim: int) -> nn.Module:
-    from engine.checkpoint import build_model_from_config
+    from engine.checkpoint import _lookup  # the registry lookup build_model uses
     params = dict(cfg.model.params)
     params.setdefault("feature_dim", feature_dim)
-    return build_model_from_config(cfg.model.kind, params, topology)
+    return _lookup(cfg.model.kind).from_config(params, topology)
 
 
 def encoder_specs(cfg: Config) -> list[dict[str, Any]]:
@@ -670,8 +701,7 @@ class Trainer:
             if self.encoder_frozen():
                 feats.append(self.cache.load(c, c.num_frames)[start:start + crop])
             else:
-                from engine.audio import load_audio
-                wav = load_audio(c.wav)
+                wav = c.load_wav()
                 s0 = int(round(start / fps * 16000)) // 320 * 320
                 s1 = s0 + max(320, int(round(crop / fps * 16000)))
                 wavs.append(torch.from_numpy(np.pad(wav[s0:s1], (0, max(0, s1 - len(wav))))))
