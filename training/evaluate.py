@@ -82,7 +82,7 @@ def evaluate_run(trainer: Any) -> dict[str, Any]:
             feats = trainer.cache.load(c, c.num_frames)
             pred = predict_features(model, feats, c.template, fps)
             rows["model"].append(evaluate_all(pred, gt, c.template, masks, phones=c.phones, fps=fps))
-            ref = torch.from_numpy(gt).unsqueeze(0).to(model.W.device)
+            ref = torch.from_numpy(gt.copy()).unsqueeze(0).to(model.W.device)
             pred_gt = predict_features(model, feats, c.template, fps, model.style_statistics(ref)[0].detach().cpu())
             rows["model_gt_style"].append(evaluate_all(pred_gt, gt, c.template, masks, phones=c.phones, fps=fps))
             e = np.linalg.norm(pred - gt, axis=-1).sum(0)

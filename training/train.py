@@ -401,7 +401,8 @@ class FeatureCache:
             groups = self._pack(todo) if self.pack_seconds > 0 else [[c] for c in todo]
             try:
                 from tqdm import tqdm
-                it = tqdm(groups, desc=f"encoding {spec.get('kind')}", unit="window", file=sys.stderr)
+                it = tqdm(groups, desc=f"encoding {spec.get('kind')}", unit="window", file=sys.stderr,
+                          mininterval=0.5 if sys.stderr.isatty() else 10.0)
             except ImportError:  # pragma: no cover
                 it = groups
             for group in it:
@@ -846,7 +847,8 @@ class Trainer:
         if self.dist.is_main:
             try:
                 from tqdm import tqdm
-                bar = tqdm(total=total, initial=self.step, desc=self.cfg.name, unit="step", file=sys.stderr)
+                bar = tqdm(total=total, initial=self.step, desc=self.cfg.name, unit="step", file=sys.stderr,
+                           mininterval=0.5 if sys.stderr.isatty() else 10.0)
             except ImportError:  # pragma: no cover
                 bar = None
         t0 = time.time()
