@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "AudioError", "load_audio", "num_frames", "normalize_loudness", "SUPPORTED_FORMATS"]
+__all__ = ["SAMPLE_RATE", "SUPPORTED_FORMATS", "AudioError", "load_audio", "normalize_loudness", "num_frames"]
 
 SAMPLE_RATE = 16000
 TARGET_RMS = 0.1          # -20 dBFS: typical level of speech corpora
@@ -40,7 +40,7 @@ def num_frames(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> 
 
     Everyone (datasets, models, exporters, the add-on) uses this one rule so clip lengths agree.
     """
-    return max(1, int(round(num_samples * float(fps) / float(sample_rate))))
+    return max(1, int(round(num_samples * float(fps) / float(sample_rate))))  # noqa: RUF046 - numpy floats
 
 
 def _name(source: object) -> str:
@@ -58,7 +58,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises LibsndfileError/RuntimeError/TypeError
         raise AudioError(
             f"cannot read audio file {path}: {exc}. Parley reads {SUPPORTED_FORMATS}; "
             "convert other files first, e.g. `ffmpeg -i input.mp4 -ac 1 -ar 16000 out.wav`."

@@ -22,18 +22,30 @@ import importlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from engine.fileio import atomic_path
 from engine.topology import Topology
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "Checkpoint", "register_model", "registered_kinds", "save_checkpoint",
-           "load_checkpoint", "read_metadata", "build_model", "resolve_checkpoint_path", "DEFAULT_CHECKPOINT",
-           "MODEL_MODULES"]
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "FORMAT_VERSION",
+    "MODEL_MODULES",
+    "Checkpoint",
+    "CheckpointError",
+    "build_model",
+    "load_checkpoint",
+    "read_metadata",
+    "register_model",
+    "registered_kinds",
+    "resolve_checkpoint_path",
+    "save_checkpoint",
+]
 
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.safetensors"
@@ -208,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     meta = read_metadata(path)
     try:
         tensors = load_file(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here means a damaged file
         raise CheckpointError(f"{path}: cannot read tensors ({exc}); the file is damaged or truncated") from None
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     if meta.get("half"):

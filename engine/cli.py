@@ -20,10 +20,11 @@ import json
 import math
 import pkgutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-__all__ = ["main", "build_parser", "EXPECTED_ERRORS", "EXTRA_COMMAND_MODULES", "command_modules"]
+__all__ = ["EXPECTED_ERRORS", "EXTRA_COMMAND_MODULES", "build_parser", "command_modules", "main"]
 
 EXTRA_COMMAND_MODULES: list[str] = ["training.cli"]
 EXIT_USAGE = 2
@@ -54,7 +55,7 @@ def _register_plugins(sub: argparse._SubParsersAction) -> None:
                 continue  # optional module not present: command simply not offered
             print(f"warning: command module {name} failed to import ({exc})", file=sys.stderr)
             continue
-        except Exception as exc:  # a broken plugin must not take down `info`/`evaluate`
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take down `info`/`evaluate`
             print(f"warning: command module {name} failed to import ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
         register: Callable[[Any], None] | None = getattr(module, "register", None)

@@ -29,16 +29,28 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine.audio import SAMPLE_RATE, AudioError, load_audio, num_frames
 
-__all__ = ["SplitSpec", "DatasetConfig", "FaceFormerDataset", "VOCASET_SPLITS", "BIWI_SPLITS", "collate",
-           "parse_clip_name", "resample_frames", "load_templates", "load_phones", "DatasetError"]
+__all__ = [
+    "BIWI_SPLITS",
+    "VOCASET_SPLITS",
+    "DatasetConfig",
+    "DatasetError",
+    "FaceFormerDataset",
+    "SplitSpec",
+    "collate",
+    "load_phones",
+    "load_templates",
+    "parse_clip_name",
+    "resample_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +84,7 @@ class SplitSpec:
         return any((isinstance(x, (int, np.integer)) and number == int(x)) or str(x) == token for x in s)
 
     @classmethod
-    def from_json(cls, obj: Any) -> "SplitSpec":
+    def from_json(cls, obj: Any) -> SplitSpec:
         if isinstance(obj, list):
             return cls(clips=[str(c) for c in obj])
         if not isinstance(obj, dict):
@@ -165,9 +177,9 @@ def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.nd
         return frames
     ratio = src_fps / dst_fps
     if ratio > 1 and math.isclose(ratio, round(ratio), rel_tol=0, abs_tol=1e-6):
-        return frames[:: int(round(ratio))]
+        return frames[:: int(round(ratio))]  # noqa: RUF046
     n = len(frames)
-    n_out = int(math.floor((n - 1) * dst_fps / src_fps + 1e-9)) + 1
+    n_out = int(math.floor((n - 1) * dst_fps / src_fps + 1e-9)) + 1  # noqa: RUF046
     pos = np.arange(n_out) * (src_fps / dst_fps)
     i0 = np.minimum(np.floor(pos).astype(np.int64), n - 1)
     i1 = np.minimum(i0 + 1, n - 1)
@@ -287,7 +299,7 @@ class FaceFormerDataset:
                 continue
             try:
                 arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported by name, never crash the scan
                 self._problem(f"{npy}: unreadable ({type(exc).__name__}: {exc}); skipped")
                 continue
             if arr.ndim == 3 and arr.shape[1:] == (v, 3):
@@ -301,7 +313,7 @@ class FaceFormerDataset:
                 continue
             try:
                 info = sf.info(str(wav))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported by name, never crash the scan
                 self._problem(f"{wav}: unreadable audio ({exc}); skipped")
                 continue
             if info.frames <= 0 or info.samplerate <= 0:
@@ -317,14 +329,14 @@ class FaceFormerDataset:
     def _align(self, name, subject, wav, npy, src_frames, wav_frames, wav_rate) -> _Clip | None:
         """Trim audio and frames to their common duration (decided from headers, no decoding)."""
         cfg = self.config
-        samples16 = int(round(wav_frames * SAMPLE_RATE / wav_rate))
+        samples16 = int(round(wav_frames * SAMPLE_RATE / wav_rate))  # noqa: RUF046
         n_audio = num_frames(samples16, cfg.fps)
         n_mesh = len(resample_frames(np.empty((src_frames, 0), np.float32), cfg.mesh_fps, cfg.fps))
         frames = min(n_audio, n_mesh)
         if n_audio - n_mesh > 1:
             self._problem(f"{npy}: {n_mesh} frames at {cfg.fps:g} fps but the audio lasts {n_audio} frames; "
                           f"audio trimmed to {n_mesh / cfg.fps:.2f} s (check mesh_fps={cfg.mesh_fps:g})")
-        samples = min(samples16, int(round(frames * SAMPLE_RATE / cfg.fps)))
+        samples = min(samples16, int(round(frames * SAMPLE_RATE / cfg.fps)))  # noqa: RUF046
         if samples <= 0:
             self._problem(f"{wav}: too short to align; skipped")
             return None

@@ -22,8 +22,17 @@ import numpy as np
 
 from engine.fileio import atomic_path, atomic_write
 
-__all__ = ["write_npy", "write_pc2", "read_pc2", "write_mdd", "read_mdd", "write_obj_sequence",
-           "save_animation", "read_animation", "as_frames"]
+__all__ = [
+    "as_frames",
+    "read_animation",
+    "read_mdd",
+    "read_pc2",
+    "save_animation",
+    "write_mdd",
+    "write_npy",
+    "write_obj_sequence",
+    "write_pc2",
+]
 
 PC2_MAGIC = b"POINTCACHE2\0"
 PC2_HEADER = struct.Struct("<12siiffi")

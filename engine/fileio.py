@@ -20,12 +20,13 @@ import io
 import os
 import pickle
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "safe_load_pickle", "UnsafePickleError"]
+__all__ = ["UnsafePickleError", "atomic_path", "atomic_write", "safe_load_pickle"]
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -65,12 +66,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, encoding=encoding) as fh:
-            yield fh
-            fh.flush()
-            with contextlib.suppress(OSError):
-                os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as fh:
+        yield fh
+        fh.flush()
+        with contextlib.suppress(OSError):
+            os.fsync(fh.fileno())
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -116,7 +116,7 @@ _ALLOWED[("_codecs", "encode")] = lambda: _latin1_encode
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str) -> Any:
         factory = _ALLOWED.get((module, name))
         if factory is None:
             raise UnsafePickleError(
@@ -140,5 +140,5 @@ def safe_load_pickle(path: str | os.PathLike) -> Any:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: {exc}") from None
-    except Exception as exc:  # truncated / not a pickle
+    except Exception as exc:  # noqa: BLE001 - truncated / not a pickle
         raise pickle.UnpicklingError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None

@@ -17,13 +17,26 @@ Arrays are (T, V, 3); masks are integer vertex-index arrays.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["lip_vertex_error_sq", "lip_vertex_error_l2", "lip_vertex_error_l2_mean", "mean_vertex_error",
-           "upper_face_error", "fdd", "lip_readability_percentage", "f_dtw", "dtw", "inner_lip_gap",
-           "bilabial_closure_rate", "evaluate_all", "BILABIALS"]
+__all__ = [
+    "BILABIALS",
+    "bilabial_closure_rate",
+    "dtw",
+    "evaluate_all",
+    "f_dtw",
+    "fdd",
+    "inner_lip_gap",
+    "lip_readability_percentage",
+    "lip_vertex_error_l2",
+    "lip_vertex_error_l2_mean",
+    "lip_vertex_error_sq",
+    "mean_vertex_error",
+    "upper_face_error",
+]
 
 BILABIALS = frozenset({"p", "b", "m"})
 DTW_MAX_CELLS = 60_000_000  # ~1.4 GB of DP tables; longer clips skip F-DTW in evaluate_all

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from engine.fileio import atomic_path, atomic_write
 
-__all__ = ["Topology", "TopologyMismatch", "REQUIRED_MASKS", "PAIRED_MASKS", "masks_sidecar", "load_masks_json"]
+__all__ = ["PAIRED_MASKS", "REQUIRED_MASKS", "Topology", "TopologyMismatch", "load_masks_json", "masks_sidecar"]
 
 REQUIRED_MASKS = ("lips", "upper_face", "face")
 # Paired masks keep their order: upper_inner[i] sits above lower_inner[i].
@@ -41,9 +42,8 @@ def masks_sidecar(path: str | os.PathLike) -> Path:
 
 def _clean_mask(name: str, idx: Any, num_vertices: int) -> np.ndarray:
     arr = np.asarray(idx)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"mask {name!r} must contain integer vertex indices")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ValueError(f"mask {name!r} must contain integer vertex indices")
     arr = arr.astype(np.int64).reshape(-1)
     if arr.size and (arr.min() < 0 or arr.max() >= num_vertices):
         raise ValueError(
@@ -57,7 +57,7 @@ def load_masks_json(path: str | os.PathLike) -> tuple[dict[str, list[int]], dict
     """Read a masks JSON: either ``{"masks": {...}, "fps":..., "name":...}`` or a bare ``{name: [idx...]}``."""
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object of region name -> vertex index list")
+        raise ValueError(f"{path}: expected a JSON object of region name -> vertex index list")  # noqa: TRY004
     if "masks" in data and isinstance(data["masks"], dict):
         return data["masks"], {k: v for k, v in data.items() if k != "masks"}
     return {k: v for k, v in data.items() if isinstance(v, list)}, {}
@@ -120,7 +120,7 @@ class Topology:
                 f"(topology '{self.name}'): same vertex count, different triangles, so the vertex order likely differs."
             )
 
-    def with_vertices(self, vertices: np.ndarray) -> "Topology":
+    def with_vertices(self, vertices: np.ndarray) -> Topology:
         """Same faces and masks, another neutral shape (e.g. a user's sculpt of the same mesh)."""
         v = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
         self.check_compatible(len(v), what="template")
@@ -138,13 +138,13 @@ class Topology:
                 "num_vertices": self.num_vertices, "masks": sorted(self.masks)}
 
     @classmethod
-    def from_tensors(cls, d: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> "Topology":
+    def from_tensors(cls, d: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Topology:
         """Inverse of :meth:`to_tensors`; accepts keys with or without a ``topology.`` prefix
         and torch tensors or numpy arrays. Verifies the stored fingerprint if ``meta`` has one."""
         meta = dict(meta or {})
         arrays: dict[str, np.ndarray] = {}
         for k, v in d.items():
-            key = k[len("topology."):] if k.startswith("topology.") else k
+            key = k.removeprefix("topology.")
             arrays[key] = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
         if "vertices" not in arrays or "faces" not in arrays:
             raise ValueError("topology tensors need 'vertices' and 'faces'")
@@ -182,7 +182,7 @@ class Topology:
 
     @classmethod
     def load(cls, path: str | os.PathLike, faces: np.ndarray | None = None,
-             masks: Mapping[str, Any] | None = None, fps: float | None = None, name: str | None = None) -> "Topology":
+             masks: Mapping[str, Any] | None = None, fps: float | None = None, name: str | None = None) -> Topology:
         """Read ``.npz``, ``.obj``/``.ply`` (masks from ``<stem>.masks.json`` if present) or ``.npy``
         (vertices only, as (V,3) or (V*3,); ``faces`` must then be given). Explicit ``masks``,
         ``fps`` and ``name`` arguments override what the files say."""
@@ -207,7 +207,7 @@ class Topology:
 
             try:
                 mesh = trimesh.load(str(path), process=False, maintain_order=True, force="mesh")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - trimesh raises many types
                 raise ValueError(f"cannot read mesh {path}: {exc}") from None
             vertices = np.asarray(mesh.vertices)
             if faces is None:

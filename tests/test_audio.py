@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import SAMPLE_RATE, AudioError, load_audio, normalize_loudness, num_frames
+from engine.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    load_audio,
+    normalize_loudness,
+    num_frames,
+)
 
 
 def tone(rate: int, seconds: float = 0.5, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:

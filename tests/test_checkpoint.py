@@ -8,8 +8,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.checkpoint import (CheckpointError, build_model, load_checkpoint, read_metadata, register_model,
-                               save_checkpoint)
+from engine.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    read_metadata,
+    register_model,
+    save_checkpoint,
+)
 from engine.topology import Topology
 
 
@@ -27,7 +33,7 @@ class TinyNet(torch.nn.Module):
         self.register_buffer("steps", torch.tensor([7], dtype=torch.int64))
 
     @classmethod
-    def from_config(cls, config: dict, topology: Topology) -> "TinyNet":
+    def from_config(cls, config: dict, topology: Topology) -> TinyNet:
         return cls(config["hidden"], topology.num_vertices)
 
 

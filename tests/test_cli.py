@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args, cwd=REPO, env=None):
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], check=False, cwd=cwd, capture_output=True,
                           text=True, timeout=120, env=env)
 
 

@@ -11,8 +11,17 @@ import pytest
 import soundfile as sf
 
 from engine.audio import num_frames
-from engine.dataset import (BIWI_SPLITS, VOCASET_SPLITS, DatasetConfig, DatasetError, FaceFormerDataset, SplitSpec,
-                            collate, parse_clip_name, resample_frames)
+from engine.dataset import (
+    BIWI_SPLITS,
+    VOCASET_SPLITS,
+    DatasetConfig,
+    DatasetError,
+    FaceFormerDataset,
+    SplitSpec,
+    collate,
+    parse_clip_name,
+    resample_frames,
+)
 from engine.fileio import UnsafePickleError
 
 V = 4

@@ -6,8 +6,16 @@ import struct
 import numpy as np
 import pytest
 
-from engine.exporters import (read_animation, read_mdd, read_pc2, save_animation, write_mdd, write_npy,
-                              write_obj_sequence, write_pc2)
+from engine.exporters import (
+    read_animation,
+    read_mdd,
+    read_pc2,
+    save_animation,
+    write_mdd,
+    write_npy,
+    write_obj_sequence,
+    write_pc2,
+)
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
     with atomic_write(target, "w") as fh:
         fh.write("one")
     assert target.read_text() == "one"
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as fh:
-            fh.write("two-partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
+        fh.write("two-partial")
+        raise RuntimeError("boom")
     assert target.read_text() == "one"  # old content survives a failed write
     assert sorted(os.listdir(target.parent)) == ["out.txt"]  # no temp left behind
 
