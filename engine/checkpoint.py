@@ -252,6 +252,11 @@ def _lookup(kind: str) -> type:
     return _REGISTRY[kind]
 
 
+def model_class(kind: str) -> type:
+    """The registered class for ``kind`` (importing :data:`MODEL_MODULES` on demand)."""
+    return _lookup(kind)
+
+
 def build_model(ckpt: Checkpoint, device: str = "cpu"):
     """Instantiate the registered class for ``ckpt.kind`` and load its weights (strict), in eval mode."""
     cls = _lookup(ckpt.kind)
