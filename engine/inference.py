@@ -48,7 +48,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but PyTorch sees no CUDA GPU "
+            raise ValueError("device 'cuda' was requested but PyTorch sees no CUDA GPU "
                                "(install a CUDA build of torch 2.13, or use --device cpu / auto)")
         return torch.device(device)
     if device == "cpu":

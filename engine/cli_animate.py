@@ -1,0 +1,208 @@
+"""``python -m engine animate``: speech audio -> vertex animation file (the Blender add-on's entry point).
+
+    python -m engine animate --audio A.wav [--checkpoint C] [--template mesh.obj] [--style ref.npy|ref.pc2]
+        [--fps F] [--device auto|cpu|cuda] --out out.{npy,pc2,mdd} | --out-dir objs/ [--progress json]
+
+Output files are written *while* decoding: the destination format's header goes into a temporary
+file next to the destination, the frames are a memory map of the rest of that file, and the file is
+renamed into place only when complete.  So an hour of audio never needs the whole animation in
+RAM, and a crash never leaves a half-written cache that Blender would happily load.
+
+``--progress json`` prints one JSON object per line on stdout (the add-on's protocol)::
+
+    {"event": "progress", "stage": "encode|decode|write", "fraction": 0.42}
+    {"event": "done", "out": "...", "frames": T, "vertices": V, "fps": 30.0}
+
+errors are reported by :func:`engine.cli.main` as ``{"event": "error", "message": ...}`` (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+__all__ = ["register", "run_animate", "open_output"]
+
+FORMATS = (".npy", ".pc2", ".mdd")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("animate", help="animate a face from speech audio",
+                              description="Animate a face mesh from speech audio with a Parley checkpoint.")
+    p.add_argument("--audio", required=True, help="speech audio file (wav/flac/ogg/...; any rate, resampled to 16 kHz)")
+    p.add_argument("--checkpoint", default="default", help="model .safetensors (default: the bundled model)")
+    p.add_argument("--template", help="neutral mesh (.obj/.ply/.npy) with the checkpoint's topology: "
+                                      "animate this identity instead of the checkpoint's template")
+    p.add_argument("--style", help="reference motion (.npy (T,V,3) / .pc2 / .mdd) on the same topology: "
+                                   "its speaking style modulates the animation")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the checkpoint's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--out", help="output animation: .npy, .pc2 or .mdd")
+    g.add_argument("--out-dir", help="write an OBJ sequence into this folder")
+    p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
+                   help="bar: tqdm on stderr; json: one JSON event per line on stdout (Blender add-on)")
+    p.set_defaults(func=run_animate)
+
+
+# ----------------------------------------------------------------------------- progress
+class _Progress:
+    """Emit progress as JSON lines (throttled to 1% steps) or as tqdm bars."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.last: dict[str, float] = {}
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        fraction = float(min(1.0, max(0.0, fraction)))
+        if self.mode == "json":
+            if fraction < 1.0 and fraction - self.last.get(stage, -1.0) < 0.01:
+                return
+            self.last[stage] = fraction
+            print(json.dumps({"event": "progress", "stage": stage, "fraction": round(fraction, 4)}), flush=True)
+        elif self.mode == "bar":
+            from tqdm import tqdm
+            bar = self.bars.get(stage)
+            if bar is None:
+                bar = self.bars[stage] = tqdm(total=1000, desc=stage, file=sys.stderr, leave=True,
+                                              bar_format="{desc:>7}: {percentage:3.0f}%|{bar}| {elapsed}")
+            bar.n = int(fraction * 1000)
+            bar.refresh()
+            if fraction >= 1.0:
+                bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+# ----------------------------------------------------------------------------- output files
+@contextlib.contextmanager
+def open_output(path: Path, num_frames: int, num_vertices: int, fps: float) -> Iterator[np.ndarray]:
+    """A writable ``(T, V, 3)`` array backed by the destination file's bytes; renamed into place on success."""
+    from engine.exporters import MDD_HEADER, PC2_HEADER, PC2_MAGIC
+
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"unsupported output {path.name!r}: use .npy, .pc2, .mdd, or --out-dir for OBJs")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+    shape = (num_frames, num_vertices, 3)
+    try:
+        if suffix == ".npy":
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            yield arr
+            arr.flush()
+            del arr
+        else:
+            if suffix == ".pc2":
+                header = PC2_HEADER.pack(PC2_MAGIC, 1, num_vertices, 0.0, 1.0, num_frames)
+                dtype = "<f4"
+            else:
+                times = (np.arange(num_frames, dtype=np.float64) / float(fps)).astype(">f4")
+                header = MDD_HEADER.pack(num_frames, num_vertices) + times.tobytes()
+                dtype = ">f4"
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.truncate(len(header) + num_frames * num_vertices * 12)
+            mm = np.memmap(tmp, dtype=dtype, mode="r+", offset=len(header), shape=shape)
+            if dtype == "<f4" and sys.byteorder == "little":
+                yield mm
+            else:  # big-endian file: decode into RAM-sized windows through a converting view
+                yield _EndianWriter(mm)
+            mm.flush()
+            del mm
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class _EndianWriter:
+    """Array-like sink for ``decode_windows``: ``out[a:b] = frames`` converts to the file's byte order."""
+
+    def __init__(self, mm: np.memmap) -> None:
+        self.mm = mm
+        self.shape = mm.shape
+
+    def __setitem__(self, key: Any, value: np.ndarray) -> None:
+        self.mm[key] = np.asarray(value, dtype=np.float32)
+
+
+def _read_style(path: str, num_vertices: int) -> np.ndarray:
+    from engine.exporters import read_animation
+    from engine.topology import TopologyMismatch
+
+    try:
+        frames, _ = read_animation(path)
+    except ValueError as exc:
+        raise ValueError(f"--style {path}: {exc}") from None
+    if frames.shape[1] != num_vertices:
+        raise TopologyMismatch(f"--style {path} has {frames.shape[1]} vertices but the model animates "
+                               f"{num_vertices}; the reference motion must be on the model's topology")
+    return frames
+
+
+def _read_template(path: str, topology: Any) -> np.ndarray:
+    from engine.topology import Topology
+
+    p = Path(path)
+    if p.suffix.lower() == ".npy":
+        verts = np.load(p, allow_pickle=False).reshape(-1, 3)
+        topology.check_compatible(len(verts), what=f"template {p.name}")
+        return verts.astype(np.float32)
+    mesh = Topology.load(p)
+    topology.check_compatible(mesh.num_vertices, what=f"template {p.name}")
+    if mesh.fingerprint() != topology.fingerprint():
+        # Same vertex count but other triangles: often only a different triangulation of quads
+        # (Blender export), sometimes a reordered mesh.  Warn rather than refuse.
+        print(f"warning: template {p.name} has the model's vertex count but different faces "
+              f"({mesh.fingerprint()} vs {topology.fingerprint()}); make sure the vertex order is the model's",
+              file=sys.stderr)
+    return np.asarray(mesh.vertices, dtype=np.float32)
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from engine.audio import load_audio, num_frames
+    from engine.inference import Animator
+
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() not in FORMATS:
+            raise ValueError(f"--out {out.name!r}: use .npy, .pc2 or .mdd (or --out-dir for an OBJ sequence)")
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
+    progress = _Progress(args.progress)
+    wav = load_audio(args.audio)
+    anim = Animator.from_checkpoint(args.checkpoint, device=args.device)
+    fps = float(args.fps or anim.fps)
+    template = _read_template(args.template, anim.topology) if args.template else None
+    style = _read_style(args.style, anim.num_vertices) if args.style else None
+    T, V = num_frames(len(wav), fps), anim.num_vertices
+    try:
+        if args.out:
+            with open_output(out, T, V, fps) as buf:
+                anim.animate(wav, fps=fps, style=style, template=template, progress=progress, out=buf)
+                progress("write", 1.0)
+            dest = str(out)
+        else:
+            from engine.exporters import write_obj_sequence
+            frames = anim.animate(wav, fps=fps, style=style, template=template, progress=progress)
+            write_obj_sequence(args.out_dir, frames, anim.topology.faces,
+                               progress=lambda f: progress("write", f))
+            dest = str(args.out_dir)
+    finally:
+        progress.close()
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "out": dest, "frames": T, "vertices": V, "fps": fps}), flush=True)
+    else:
+        print(f"wrote {dest}: {T} frames x {V} vertices at {fps:g} fps", file=sys.stderr)
+    return 0
