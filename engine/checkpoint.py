@@ -40,6 +40,7 @@ __all__ = [
     "CheckpointError",
     "build_model",
     "load_checkpoint",
+    "model_class",
     "read_metadata",
     "register_model",
     "registered_kinds",
