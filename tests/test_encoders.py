@@ -269,7 +269,7 @@ def test_hama_recognises_speech_and_long_audio(hama_encoder, tmp_path):
     tokens = ASRModel().decoder_tokens
     labels = {tokens[i] for i in feats.argmax(-1).tolist()}
     assert {"p", "m"} <= labels, labels
-    # 25 s of audio runs in 20 s windows and keeps exact alignment
+    # 25 s of audio runs in several windows and keeps exact alignment
     long = np.tile(x, int(np.ceil(25 * 16000 / len(x))))[: 25 * 16000]
     out = hama_encoder.encode(long)
     assert out.shape == (1250, 191)

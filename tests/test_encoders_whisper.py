@@ -213,3 +213,24 @@ def test_layer_selection_and_errors():
         base.encode(np.zeros((2, 16000), dtype=np.float32))
     with pytest.raises(EncoderError, match="at most 30 s"):
         base(torch.zeros(1, 31 * 16000))
+
+
+def test_ct2_directory_and_hf_directory_paths(tmp_path, encoder):
+    """name_or_path may be a CTranslate2 directory (our reader) or an HF Whisper directory."""
+    from transformers import WhisperConfig, WhisperModel
+
+    wav = np.random.RandomState(5).randn(8000).astype(np.float32) * 0.05
+    same = build_encoder(EncoderSpec("whisper", str(offline_model_dir())))
+    torch.testing.assert_close(same.encode(wav), encoder.encode(wav))
+
+    cfg = WhisperConfig(
+        vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_source_positions=1500, max_target_positions=32,
+    )
+    torch.manual_seed(0)
+    WhisperModel(cfg).save_pretrained(tmp_path / "tiny-whisper")
+    enc = build_encoder(EncoderSpec("whisper", str(tmp_path / "tiny-whisper")))
+    assert enc.dim == 16
+    out = enc.encode(wav)
+    assert out.shape == (25, 16) and torch.isfinite(out).all()
