@@ -9,8 +9,8 @@ How memory stays bounded for long audio (an hour is ~6.5 GB of float32 output at
 output itself is the only thing allowed to scale, and it can be a memmap / file, see ``out=``):
 
 1. **Encoder** -- the audio is encoded in segments (``segment_seconds``, default 60 s) that
-   overlap by ``overlap_seconds``; overlapping 50 Hz features are cross-faded linearly (the same
-   rule as :meth:`engine.encoders.AudioEncoder.encode` uses inside a segment).  Finished 50 Hz
+   overlap by ``overlap_seconds``; in each overlap the outer quarters are taken from the segment
+   that has real audio context there and the middle half is cross-faded linearly.  Finished 50 Hz
    frames are resampled to the mesh rate on the fly (exactly
    :func:`engine.encoders.interpolate_features` over the whole clip) and projected by the 1x1
    conv, so only ``Z_audio`` (T x 256 floats: 30 KB per second of audio) is kept.
@@ -267,8 +267,12 @@ class Animator:
                 parts.append(f[: f1 - f0])
             feats = torch.cat(parts, dim=1)                      # (f1 - f0, C_in)
             if pending is not None:
+                # Each segment's outermost frames saw padding instead of audio: the first and last
+                # quarter of the overlap take only the segment that has real context there, the
+                # middle half cross-fades linearly.
                 r = pending.shape[0]
-                ramp = ((torch.arange(r, dtype=torch.float32) + 1.0) / (r + 1.0)).unsqueeze(1)
+                m = r // 4
+                ramp = ((torch.arange(r, dtype=torch.float32) - m + 1.0) / (r - 2 * m + 1.0)).clamp(0, 1).unsqueeze(1)
                 feats = feats.clone()
                 feats[:r] = pending * (1.0 - ramp) + feats[:r] * ramp
             if i < len(plan) - 1:
@@ -295,7 +299,8 @@ class Animator:
                 progress: ProgressFn | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """Animate speech: returns ``(T, V, 3)`` float32 with ``T = num_frames(len(audio), fps)``.
 
-        ``audio``: a file path or a waveform (``sample_rate`` required for arrays not at 16 kHz).
+        ``audio``: a file path or a mono waveform (arrays are taken as 16 kHz unless ``sample_rate`` says
+        otherwise; files carry their own rate).
         ``fps``: output frame rate (default: the checkpoint's).  ``style``: reference motion
         ``(T', V, 3)`` on this topology (any identity); ``None`` = the neutral training style.
         ``template``: a different neutral face ``(V, 3)`` on the same topology.
@@ -305,8 +310,9 @@ class Animator:
         """
         from engine.audio import load_audio, num_frames as frames_for
 
-        wav = load_audio(audio, sample_rate=sample_rate) if not isinstance(audio, np.ndarray) or sample_rate is not None \
-            else load_audio(audio)
+        if isinstance(audio, np.ndarray) and sample_rate is None:
+            sample_rate = 16000  # arrays are the engine's canonical 16 kHz unless told otherwise
+        wav = load_audio(audio, sample_rate=sample_rate)
         fps = float(fps) if fps else self.fps
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")

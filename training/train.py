@@ -557,10 +557,10 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
 
 # ============================================================================ model registry glue
 def build_model_for(cfg: Config, topology: Any, feature_dim: int) -> nn.Module:
-    from engine.checkpoint import _lookup  # the registry lookup build_model uses
+    from engine.checkpoint import model_class
     params = dict(cfg.model.params)
     params.setdefault("feature_dim", feature_dim)
-    return _lookup(cfg.model.kind).from_config(params, topology)
+    return model_class(cfg.model.kind).from_config(params, topology)
 
 
 def encoder_specs(cfg: Config) -> list[dict[str, Any]]:
