@@ -74,11 +74,6 @@ def _keyed_samples(keys: list[tuple[float, int]]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _columns() -> np.ndarray:
-    pos = _keyed_samples(_COL_KEYS)          # 0 .. 180 inclusive
-    return np.concatenate([-pos[:0:-1][1:], pos])  # -(180-) .. 180, no duplicate of +-180
-
-
 COLUMNS = np.concatenate([-_keyed_samples(_COL_KEYS)[::-1][1:-1], _keyed_samples(_COL_KEYS)])
 ROWS = _keyed_samples(_ROW_KEYS)  # including both poles
 ROW_MOUTH = int(np.argmin(np.abs(ROWS - T_MOUTH)))
@@ -270,8 +265,8 @@ def _radius(theta: np.ndarray, elev: np.ndarray, p: IdentityParams) -> np.ndarra
 
 
 _NOSE_T = np.array([-27.0, -25.0, -23.5, -22.0, -20.0, -18.0, -15.0, -9.0, -3.0, 1.0, 4.0, 8.0])
-_NOSE_A = np.array([0.0, 0.0015, 0.005, 0.014, 0.0225, 0.0245, 0.0225, 0.0165, 0.0105, 0.0065, 0.004, 0.0])
-_NOSE_W = np.array([6.5, 6.0, 5.5, 5.0, 4.6, 4.2, 3.8, 3.3, 3.0, 3.2, 3.8, 5.0])
+_NOSE_A = np.array([0.0, 0.0015, 0.005, 0.0135, 0.0205, 0.0215, 0.0195, 0.0140, 0.0085, 0.0045, 0.003, 0.0])
+_NOSE_W = np.array([6.5, 6.2, 5.9, 5.6, 5.2, 4.8, 4.3, 3.7, 3.4, 3.5, 4.0, 5.0])
 _nose_amp = PchipInterpolator(_NOSE_T, _NOSE_A, extrapolate=False)
 _nose_wid = PchipInterpolator(_NOSE_T, _NOSE_W, extrapolate=True)
 
@@ -289,19 +284,29 @@ def _lip_profile(tau: np.ndarray, peak_at: float, border_level: float) -> np.nda
     return np.where(tau < peak_at, rise, np.where(tau <= 1.0, fall, skin))
 
 
+def _lip_heights(th: np.ndarray, lt: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Upper/lower vermilion heights (degrees) across the mouth: tapered toward the corners,
+    with a cupid's bow (two peaks either side of a small central dip) on the upper lip."""
+    a = np.abs(th)
+    taper = np.clip(1.0 - (a / THETA_MOUTH) ** 2, 0.0, 1.0) ** 0.5
+    bow = 1.0 + 0.14 * np.exp(-0.5 * ((a - 3.2) / 1.8) ** 2) - 0.10 * np.exp(-0.5 * (a / 1.1) ** 2)
+    hu = 5.0 * lt ** 0.6 * (0.30 + 0.70 * taper) * bow
+    hl = 5.8 * lt ** 0.6 * (0.30 + 0.70 * taper)
+    return np.maximum(hu, 0.8), np.maximum(hl, 0.8)
+
+
 def _features(th: np.ndarray, t: np.ndarray, p: IdentityParams) -> np.ndarray:
     """Radial feature offsets (metres) in canonical grid coordinates (degrees)."""
     a = np.abs(th)
     off = np.zeros(np.broadcast(th, t).shape)
     # nose: ridge from the bridge to the tip, then the columella down to the lip
-    ts = T_MOUTH + (t - T_MOUTH) / max(p.nose_length, 1e-3) * 1.0
     ts = np.where(t > -26.0, -26.0 + (t + 26.0) / p.nose_length, t)
     amp = np.nan_to_num(_nose_amp(np.clip(ts, _NOSE_T[0], _NOSE_T[-1])), nan=0.0) * p.nose_projection
     wid = _nose_wid(np.clip(ts, _NOSE_T[0], _NOSE_T[-1])) * p.nose_width
     off += amp * np.exp(-(np.abs(th) / wid) ** 2.4)
     # alae (nostril wings)
     ala_t = -21.5 - 1.5 * (p.nose_length - 1.0)
-    off += 0.0085 * p.nose_width * _gauss(a, 5.2 * p.nose_width, 2.4) * _gauss(t, ala_t, 2.0)
+    off += 0.0090 * p.nose_width * _gauss(a, 5.6 * p.nose_width, 2.6) * _gauss(t, ala_t, 2.0)
     # muzzle: the mouth area stands forward of the cheeks
     off += 0.006 * _gauss(th, 0.0, 15.0) * _gauss(t, T_MOUTH, 10.0)
     # lips
@@ -309,7 +314,7 @@ def _features(th: np.ndarray, t: np.ndarray, p: IdentityParams) -> np.ndarray:
     env = np.clip(1.0 - xi ** 2, 0.0, 1.0) ** 0.5
     env_soft = np.exp(-np.maximum(a - THETA_MOUTH * 0.85, 0.0) ** 2 / 8.0)
     lt = p.lip_thickness
-    hu, hl = 5.2 * lt ** 0.6, 6.0 * lt ** 0.6
+    hu, hl = _lip_heights(th, lt)
     up_tau = (t - T_MOUTH) / hu
     lo_tau = (T_MOUTH - t) / hl
     upper = 0.0040 * lt * _lip_profile(np.maximum(up_tau, 0.0), 0.42, 0.5)
@@ -343,8 +348,8 @@ def _eye_open(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Upper and lower lid heights (degrees) over |theta| inside the eye (almond shape)."""
     tau = np.clip((a - THETA_EYE) / (0.5 * (THETA_EYE_OUT - THETA_EYE_IN)), -1.0, 1.0)
     base = np.clip(1.0 - tau ** 2, 0.0, 1.0)
-    up = 3.7 * base ** 0.65 * (1.0 - 0.18 * tau)
-    lo = 2.9 * base ** 0.8 * (1.0 + 0.12 * tau)
+    up = 4.2 * base ** 0.6 * (1.0 - 0.18 * tau)
+    lo = 3.1 * base ** 0.75 * (1.0 + 0.12 * tau)
     inside = (a > THETA_EYE_IN) & (a < THETA_EYE_OUT)
     return np.where(inside, up, 0.0), np.where(inside, lo, 0.0)
 
@@ -662,9 +667,10 @@ def _masks(L: dict[str, Any], info: dict[str, np.ndarray], warped: np.ndarray) -
     lt_top, lt_bot = T_MOUTH + 7.5, T_MOUTH - 8.5
     lips = np.nonzero((grid & (a <= THETA_MOUTH + 2.5) & (el <= lt_top) & (el >= lt_bot))
                       | ((kind == 1) & (ring <= 1)))[0]
-    hu, hl = 5.2, 6.0   # canonical lip heights (degrees), see _features
-    vermilion = np.nonzero((grid & (a < THETA_MOUTH + 0.5) & (el <= T_MOUTH + hu * 1.02)
-                            & (el >= T_MOUTH - hl * 1.02)) | ((kind == 1) & (ring <= 1)))[0]
+    hu, hl = _lip_heights(th)   # canonical lip heights (degrees), see _features
+    wel = warped
+    vermilion = np.nonzero((grid & (a < THETA_MOUTH) & (wel <= T_MOUTH + hu * 1.0)
+                            & (wel >= T_MOUTH - hl * 1.0)) | ((kind == 1) & (ring <= 1)))[0]
     teeth = np.nonzero((kind == 1) & np.isin(ring, TEETH_RINGS) & (info["mouth_side"] != 0))[0]
     mouth_interior = np.setdiff1d(np.nonzero((kind == 1) & (ring >= 2))[0], teeth)
     eyeballs = np.concatenate([L["eyeballs"][s] for s in (-1, 1)])
