@@ -120,6 +120,10 @@ def test_window_plan_and_chunked_encode_exact():
     assert seen[-1] == 1.0 and len(seen) == len(plan)
     # short audio is one window
     assert enc._window_plan(16000) == [(0, 16000)]
+    # the result is an ordinary tensor that can feed a trainable layer
+    lin = torch.nn.Linear(1, 2)
+    lin(out).sum().backward()
+    assert lin.weight.grad is not None
 
 
 # ----------------------------------------------------------------------------- HF models

@@ -133,6 +133,7 @@ def test_encode_shapes(encoder, seconds):
     assert not out.requires_grad
 
 
+@pytest.mark.slow
 def test_encode_long_matches_single_window_away_from_seams(encoder):
     """45 s goes through two windows [0,30) and [15,45) s; frames before the first
     overlap depend only on the first window, which sees the same 30 s of audio
@@ -156,6 +157,7 @@ def test_encode_long_matches_single_window_away_from_seams(encoder):
     torch.testing.assert_close(long[1500:], tail[750:], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_encode_crossfade_is_linear_mix(encoder):
     """In an overlap, encode() = w * prev + (1 - w) * next with linear w."""
     rng = np.random.RandomState(3)

@@ -202,9 +202,18 @@ class AudioEncoder(nn.Module):
         plan.append((max(last_start, plan[-1][0] + spf), num_samples))
         return plan
 
-    @torch.inference_mode()
     def encode(self, wav16k: np.ndarray | Tensor, progress: ProgressFn | None = None) -> Tensor:
-        """Features ``(len(wav16k) // 320, dim)`` for audio of any length (no grad, CPU float32 out)."""
+        """Features ``(len(wav16k) // 320, dim)`` for audio of any length (no grad, CPU float32 out).
+
+        Runs under ``torch.inference_mode`` for speed, but returns an ordinary
+        tensor: inference tensors cannot be saved for backward, which would
+        break callers that cache features and then train on them.
+        """
+        with torch.inference_mode():
+            out = self._encode_chunked(wav16k, progress)
+        return out.clone()
+
+    def _encode_chunked(self, wav16k: np.ndarray | Tensor, progress: ProgressFn | None) -> Tensor:
         wav = _as_wave_tensor(wav16k)
         spf = SAMPLES_PER_FRAME
         total = frames_at_50hz(wav.numel())
