@@ -40,7 +40,7 @@ SKIN = np.array([0.86, 0.68, 0.58])
 REGION_COLORS: dict[str, tuple[float, float, float]] = {
     # applied in this order: later regions win where masks overlap
     "vermilion": (0.74, 0.42, 0.42),
-    "brows": (0.60, 0.45, 0.38),
+    "brows": (0.55, 0.40, 0.33),
     "mouth_interior": (0.22, 0.06, 0.07),
     "teeth": (0.93, 0.90, 0.82),
     "eyeballs": (0.95, 0.95, 0.93),
@@ -372,7 +372,7 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
     rows = int(np.ceil(len(idx) / cols))
     has_gap = upper_inner is not None and lower_inner is not None
     n_plots = 1 + int(has_gap)
-    cell = 1.6
+    cell = 2.0
     fig = Figure(figsize=(cols * cell, rows * (cell + 0.25) + 1.3 * n_plots + 0.5))
     heights = [cell + 0.25] * rows + [1.1] * n_plots
     gs = fig.add_gridspec(rows + n_plots, cols, height_ratios=heights, hspace=0.35, wspace=0.04)

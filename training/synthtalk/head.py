@@ -286,13 +286,15 @@ def _lip_profile(tau: np.ndarray, peak_at: float, border_level: float) -> np.nda
 
 def _lip_heights(th: np.ndarray, lt: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Upper/lower vermilion heights (degrees) across the mouth: tapered toward the corners,
-    with a cupid's bow (two peaks either side of a small central dip) on the upper lip."""
+    with a cupid's bow (two peaks either side of a small central dip) on the upper lip.
+    Past the corners the values ramp back to the canonical heights (used by the row warp)."""
     a = np.abs(th)
     taper = np.clip(1.0 - (a / THETA_MOUTH) ** 2, 0.0, 1.0) ** 0.5
+    base = np.where(a < THETA_MOUTH, 0.30 + 0.70 * taper,
+                    0.30 + 0.70 * _smoothstep(a, THETA_MOUTH, THETA_MOUTH + 7.0))
     bow = 1.0 + 0.14 * np.exp(-0.5 * ((a - 3.2) / 1.8) ** 2) - 0.10 * np.exp(-0.5 * (a / 1.1) ** 2)
-    hu = 5.0 * lt ** 0.6 * (0.30 + 0.70 * taper) * bow
-    hl = 5.8 * lt ** 0.6 * (0.30 + 0.70 * taper)
-    return np.maximum(hu, 0.8), np.maximum(hl, 0.8)
+    scale = 1.0 + (lt ** 0.6 - 1.0) * (1.0 - _smoothstep(a, THETA_MOUTH + 3.0, THETA_MOUTH + 10.0))
+    return HU0 * scale * base * bow, HL0 * scale * base
 
 
 def _features(th: np.ndarray, t: np.ndarray, p: IdentityParams) -> np.ndarray:
@@ -303,7 +305,7 @@ def _features(th: np.ndarray, t: np.ndarray, p: IdentityParams) -> np.ndarray:
     ts = np.where(t > -26.0, -26.0 + (t + 26.0) / p.nose_length, t)
     amp = np.nan_to_num(_nose_amp(np.clip(ts, _NOSE_T[0], _NOSE_T[-1])), nan=0.0) * p.nose_projection
     wid = _nose_wid(np.clip(ts, _NOSE_T[0], _NOSE_T[-1])) * p.nose_width
-    off += amp * np.exp(-(np.abs(th) / wid) ** 2.4)
+    off += amp * np.exp(-(np.abs(th) / (1.12 * wid)) ** 2.1)
     # alae (nostril wings)
     ala_t = -21.5 - 1.5 * (p.nose_length - 1.0)
     off += 0.0090 * p.nose_width * _gauss(a, 5.6 * p.nose_width, 2.6) * _gauss(t, ala_t, 2.0)
@@ -334,10 +336,12 @@ def _features(th: np.ndarray, t: np.ndarray, p: IdentityParams) -> np.ndarray:
     off -= 0.0016 * _gauss(a, line_th, 1.6) * on_seg
     # eye sockets, brow ridge, cheekbones, cheeks, temples
     off -= 0.0070 * p.eye_size * _gauss(a, THETA_EYE, 8.5) * _gauss(t, T_EYE, 6.0)
-    tb = 10.5 + p.brow_height_deg + 2.0 * _gauss(a, 18.0, 9.0)
+    tb = BROW_T + p.brow_height_deg + _brow_arch(a)
     off += 0.0062 * p.brow_ridge * _gauss(t, tb, 3.6) * np.exp(-(np.maximum(a - 28.0, 0) / 7.0) ** 2)
-    off += 0.0065 * p.cheekbones * _gauss(a, 32.0, 9.0) * _gauss(t, -9.0, 6.0)
-    off += 0.0045 * p.cheek_fullness * _gauss(a, 26.0, 10.0) * _gauss(t, -27.0, 8.0)
+    off += 0.0075 * p.cheekbones * _gauss(a, 33.0, 10.0) * _gauss(t, -9.0, 6.5)
+    off += 0.0055 * p.cheek_fullness * _gauss(a, 27.0, 11.0) * _gauss(t, -25.0, 8.5)
+    # jaw line: the lower face narrows under the cheeks toward the chin
+    off -= 0.0035 * _gauss(a, 38.0, 12.0) * _gauss(t, -48.0, 7.0)
     off -= 0.0040 * _gauss(a, 58.0, 9.0) * _gauss(t, 16.0, 8.0)
     # ears: a ridge each side
     off += 0.0120 * _gauss(a, 93.0, 3.5) * _gauss(t, -4.0, 8.5)
@@ -354,18 +358,46 @@ def _eye_open(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(inside, up, 0.0), np.where(inside, lo, 0.0)
 
 
+HU0 = float(ROWS[ROW_MOUTH + 4] - T_MOUTH)   # canonical upper vermilion height: 4 rows
+HL0 = float(T_MOUTH - ROWS[ROW_MOUTH - 5])   # canonical lower vermilion height: 5 rows
+BROW_T = 10.5          # canonical brow elevation (degrees)
+
+
+def _brow_arch(a: np.ndarray) -> np.ndarray:
+    """Extra brow elevation (degrees) over |theta|: highest above the middle of the eye."""
+    return 2.2 * np.exp(-0.5 * ((np.asarray(a) - 19.0) / 8.0) ** 2)
+
+
 MOUTH_GAP_DEG = 0.1   # neutral lips rest almost closed (~0.3 mm apart)
 
 
 def _warp_elev(theta: np.ndarray, elev: np.ndarray, side_eye: np.ndarray,
-               side_mouth: np.ndarray) -> np.ndarray:
-    """Open the eye slits (almond) and the mouth slit by pushing rows away from the cut."""
+               side_mouth: np.ndarray, lip_thickness: float = 1.0) -> np.ndarray:
+    """Open the eye slits (almond) and the mouth slit by pushing rows away from the cut;
+    squeeze the lip rows so the vermilion borders (and brows) follow grid rows exactly."""
     a = np.abs(theta)
+    # lips: canonical rows dm in [0, HU0] map onto [0, hu(theta)], then blend back over 4 deg
+    hu, hl = _lip_heights(theta, lip_thickness)
+    dm0 = elev - T_MOUTH
+
+    def squeeze(d: np.ndarray, h0: float, h: np.ndarray, band: float = 4.0) -> np.ndarray:
+        k = h / h0
+        inner = d * k
+        outer = k * h0 + (d - h0) * (h0 + band - k * h0) / band
+        return np.where(d <= h0, inner, np.where(d <= h0 + band, outer, d))
+
+    up_side = (side_mouth > 0) | ((side_mouth == 0) & (dm0 > 0))
+    lo_side = (side_mouth < 0) | ((side_mouth == 0) & (dm0 < 0))
+    elev = np.where(up_side & (dm0 >= 0), T_MOUTH + squeeze(np.maximum(dm0, 0), HU0, hu), elev)
+    elev = np.where(lo_side & (dm0 <= 0), T_MOUTH - squeeze(np.maximum(-dm0, 0), HL0, hl), elev)
     up, lo = _eye_open(a)
     W = 8.0
     de = elev - T_EYE
     g_e = np.clip(1.0 - np.abs(de) / W, 0.0, 1.0) ** 1.5
     out = elev + np.where(side_eye > 0, up * g_e, 0.0) - np.where(side_eye < 0, lo * g_e, 0.0)
+    # bend the rows around the brows into the brow arch (brow ridge and colour follow rows)
+    g_b = _smoothstep(elev, 3.0, 8.0) * (1.0 - _smoothstep(elev, 16.0, 28.0))
+    out = out + _brow_arch(a) * g_b
     dm = elev - T_MOUTH
     in_mouth = np.clip(1.0 - (theta / THETA_MOUTH) ** 2, 0.0, 1.0) ** 0.5
     g_m = np.clip(1.0 - np.abs(dm) / 3.0, 0.0, 1.0)
@@ -584,7 +616,7 @@ def build_head(params: IdentityParams | int | None = None) -> Head:
     V = len(info["theta"])
     th, el = info["theta"], info["elev"]
     grid = info["kind"] == 0
-    warped = _warp_elev(th, el, info["eye_side"], info["mouth_side"])
+    warped = _warp_elev(th, el, info["eye_side"], info["mouth_side"], p.lip_thickness)
     pos = np.zeros((V, 3))
     dirs = _directions(th[grid], warped[grid])
     pos[grid] = dirs * _radius(th[grid], warped[grid], p)[:, None]
@@ -667,10 +699,9 @@ def _masks(L: dict[str, Any], info: dict[str, np.ndarray], warped: np.ndarray) -
     lt_top, lt_bot = T_MOUTH + 7.5, T_MOUTH - 8.5
     lips = np.nonzero((grid & (a <= THETA_MOUTH + 2.5) & (el <= lt_top) & (el >= lt_bot))
                       | ((kind == 1) & (ring <= 1)))[0]
-    hu, hl = _lip_heights(th)   # canonical lip heights (degrees), see _features
-    wel = warped
-    vermilion = np.nonzero((grid & (a < THETA_MOUTH) & (wel <= T_MOUTH + hu * 1.0)
-                            & (wel >= T_MOUTH - hl * 1.0)) | ((kind == 1) & (ring <= 1)))[0]
+    # the row warp makes the vermilion borders grid rows: a canonical band is the red of the lips
+    vermilion = np.nonzero((grid & (a < THETA_MOUTH) & (el <= T_MOUTH + HU0 + 0.01)
+                            & (el >= T_MOUTH - HL0 - 0.01)) | ((kind == 1) & (ring <= 1)))[0]
     teeth = np.nonzero((kind == 1) & np.isin(ring, TEETH_RINGS) & (info["mouth_side"] != 0))[0]
     mouth_interior = np.setdiff1d(np.nonzero((kind == 1) & (ring >= 2))[0], teeth)
     eyeballs = np.concatenate([L["eyeballs"][s] for s in (-1, 1)])
@@ -681,8 +712,8 @@ def _masks(L: dict[str, Any], info: dict[str, np.ndarray], warped: np.ndarray) -
     lid_band = grid & (info["eye"] != 0) & (a > THETA_EYE_IN - 1.5) & (a < THETA_EYE_OUT + 1.5) \
         & (np.abs(el - T_EYE) < 7.0)
     eyelids = np.union1d(np.nonzero(lid_band)[0], eye_closure)
-    tb = 10.5 + 2.0 * np.exp(-0.5 * ((a - 18.0) / 9.0) ** 2)
-    brows = np.nonzero(grid & (a > 5.0) & (a < 31.0) & (el > tb - 1.8) & (el < tb + 2.2))[0]
+    # rows near the brows are bent into the brow arch by _warp_elev, so a canonical band is arched
+    brows = np.nonzero(grid & (a > 5.0) & (a < 31.0) & (el > BROW_T - 1.8) & (el < BROW_T + 1.5))[0]
     face = np.nonzero((grid & (a < 75.0) & (el > -62.0) & (el < 32.0)) | (kind > 0))[0]
     upper_face = np.nonzero(((grid & (a < 75.0) & (el > -15.0) & (el < 32.0)) | (kind >= 2)))[0]
     upper_face = np.setdiff1d(upper_face, lips)

@@ -164,9 +164,9 @@ class Rig:
         ch = _g(a, 25.0, 9.0) * _g(el, -17.0, 8.0) * grid
         lid_lo = grid & (info["eye_side"] < 0) & (info["eye"] != 0)
         lid_w = np.where(lid_lo, _g(el, T_EYE - 3.0, 3.0), 0.0)
-        B[_IDX["smile"], :, 2] = 0.0065 * sm + 0.0030 * ch + 0.0009 * lid_w
-        B[_IDX["smile"], :, 1] = 0.0040 * sm - 0.0015 * ch
-        B[_IDX["smile"], :, 0] = 0.0045 * sx * sm
+        B[_IDX["smile"], :, 2] = 0.0085 * sm + 0.0035 * ch + 0.0009 * lid_w
+        B[_IDX["smile"], :, 1] = 0.0045 * sm - 0.0020 * ch
+        B[_IDX["smile"], :, 0] = 0.0060 * sx * sm + 0.08 * x * wl
 
         # brow_raise: brows and forehead up; upper lid skin follows a little
         above_eye = el > T_EYE + 4.5
@@ -296,5 +296,12 @@ class Rig:
         # rotating by +angle about X lowers the elevation angle (see _rotate_x)
         ang_u = UPPER_LID_SHARE * span * w[:, None]
         ang_l = -(1.0 - UPPER_LID_SHARE) * span * w[:, None]
+        # where the two margins would meet at full closure they still differ slightly (the
+        # upper and lower lid vertices of a column sit at different x on the curved eye):
+        # blend that residual in with the weight so weight 1 closes exactly
+        U_full = _rotate_x(X[:, b["um"]], c, UPPER_LID_SHARE * span)
+        L_full = _rotate_x(X[:, b["lm"]], c, -(1.0 - UPPER_LID_SHARE) * span)
+        res = L_full - U_full                                      # (T, P, 3), ~1 mm
         X[:, b["iu"]] = _rotate_x(X[:, b["iu"]], c, ang_u[:, b["ju"]] * b["fu"][None])
         X[:, b["il"]] = _rotate_x(X[:, b["il"]], c, ang_l[:, b["jl"]] * b["fl"][None])
+        X[:, b["iu"]] += (w[:, None] * b["fu"][None])[..., None] * res[:, b["ju"]]
