@@ -887,6 +887,21 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.barrier()
+        if self.dist.world > 1:
+            self._check_ranks_in_sync()
+
+    @torch.no_grad()
+    def _check_ranks_in_sync(self) -> None:
+        """Largest weight difference between any rank and rank 0 (0.0 when DDP kept them in sync)."""
+        import torch.distributed as tdist
+        flat = torch.cat([p.detach().reshape(-1).float() for p in self.model.parameters()])
+        ref = flat.clone()
+        tdist.broadcast(ref, src=0)
+        diff = (flat - ref).abs().max().reshape(1)
+        tdist.all_reduce(diff, op=tdist.ReduceOp.MAX)
+        if self.dist.is_main:
+            with atomic_write(self.out / "ddp_check.json", "w") as fh:
+                json.dump({"world": self.dist.world, "max_weight_diff": float(diff)}, fh)
 
     def barrier(self) -> None:
         if self.dist.world > 1:
