@@ -252,8 +252,11 @@ def bake(scene: bpy.types.Scene, obj: bpy.types.Object, pc2_path: str, opts: Bak
         if opts.mode == "CACHE":
             _bake_cache(scene, obj, pc2_path, label, opts, rb, result)
         else:
-            data = formats.read_pc2(pc2_path) if frames is None else frames
-            _bake_shape_keys(obj, data, label, opts, rb, result)
+            data = formats.read_pc2(pc2_path, mmap=True) if frames is None else frames
+            try:
+                _bake_shape_keys(obj, data, label, opts, rb, result)
+            finally:
+                del data  # release the mapping: the caller deletes the file next
         if opts.audio_path:
             _add_sound_strip(scene, opts.audio_path, label, opts.start_frame, rb, result)
         if opts.set_frame_range:
@@ -279,6 +282,14 @@ def resolve_cache_dir(cache_dir: str) -> str:
     return os.path.abspath(bpy.path.abspath(cache_dir))
 
 
+def _rmdir_if_empty(d: str) -> Callable[[], None]:
+    def undo() -> None:
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+
+    return undo
+
+
 def _unique_file(folder: str, stem: str, ext: str) -> str:
     path = os.path.join(folder, stem + ext)
     n = 1
@@ -300,7 +311,7 @@ def _bake_cache(scene: bpy.types.Scene, obj: bpy.types.Object, pc2_path: str, la
             p = os.path.dirname(p)
         os.makedirs(folder)
         for d in missing:  # deepest first
-            rb.add(f"remove folder {d}", lambda d=d: os.rmdir(d) if not os.listdir(d) else None)
+            rb.add(f"remove folder {d}", _rmdir_if_empty(d))
     dest = _unique_file(folder, label, ".pc2")
     try:
         os.replace(pc2_path, dest)
@@ -344,8 +355,7 @@ def _bake_shape_keys(obj: bpy.types.Object, frames: np.ndarray, label: str, opts
                      rb: Rollback, result: BakeResult) -> None:
     mesh = obj.data
     assert isinstance(mesh, bpy.types.Mesh)
-    frames = np.asarray(frames, dtype=np.float32)
-    t_count, v_count = frames.shape[0], frames.shape[1]
+    t_count = frames.shape[0]
     key = mesh.shape_keys
     if key is not None and not opts.relative_keys and key.use_relative and len(key.key_blocks) > 1:
         raise BakeError(
@@ -379,7 +389,7 @@ def _bake_shape_keys(obj: bpy.types.Object, frames: np.ndarray, label: str, opts
     for t in range(t_count):
         kb = obj.shape_key_add(name=f"{label}_{t:05d}", from_mix=False)
         names.append(kb.name)
-        kb.data.foreach_set("co", frames[t].reshape(-1))
+        kb.data.foreach_set("co", np.ascontiguousarray(frames[t], dtype=np.float32).reshape(-1))
         if opts.relative_keys:
             kb.relative_key = key.reference_key
     obj.show_only_shape_key = old_lock
@@ -423,8 +433,11 @@ def _bake_shape_keys(obj: bpy.types.Object, frames: np.ndarray, label: str, opts
             set_keyframes(fc, np.array([f - 1, f, f + 1]), np.array([0.0, 1.0, 0.0]))
     else:
         old_rel, old_eval = key.use_relative, key.eval_time
-        rb.add("restore key settings", lambda: (setattr(key, "use_relative", old_rel),
-                                                 setattr(key, "eval_time", old_eval)))
+        def restore_key() -> None:
+            key.use_relative = old_rel
+            key.eval_time = old_eval
+
+        rb.add("restore key settings", restore_key)
         key.use_relative = False
         for n in names:
             key.key_blocks[n].interpolation = "KEY_LINEAR"
@@ -433,7 +446,6 @@ def _bake_shape_keys(obj: bpy.types.Object, frames: np.ndarray, label: str, opts
         set_keyframes(fc, scene_frames, positions)
     result.shape_keys = names
     result.action = action_name
-    del v_count
 
 
 def _remove_action(name: str) -> None:
@@ -563,6 +575,6 @@ def animation_range(obj: bpy.types.Object) -> tuple[int, int] | None:
     mesh = obj.data
     key = mesh.shape_keys if isinstance(mesh, bpy.types.Mesh) else None
     if key is not None and key.animation_data is not None and key.animation_data.action is not None:
-        a, b = key.animation_data.action.frame_range
-        return int(a), int(b)
+        rng = key.animation_data.action.frame_range
+        return int(rng[0]), int(rng[1])
     return None

@@ -32,6 +32,9 @@ def _addon_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
     """Import this add-on's modules whatever the package is called ('blender_addon' in the
     repository, the extension id once installed) — this file is run as a plain script."""
     pkg_dir = Path(__file__).resolve().parent
+    # run as a script, Python put this folder first on sys.path: its modules (session, bake…)
+    # must only be importable as the package's submodules
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != pkg_dir]
     if str(pkg_dir.parent) not in sys.path:
         sys.path.insert(0, str(pkg_dir.parent))
     name = pkg_dir.name
@@ -61,6 +64,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--python", dest="python", default="",
                    help="interpreter that runs the engine (default: this one)")
+    p.add_argument("--engine-script", default="",
+                   help="run this script instead of 'python -m engine' (a custom engine build, tests)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per clip before giving up")
     return p.parse_args(list(argv))
 
@@ -106,8 +111,9 @@ def load_scene(args: argparse.Namespace, source_blend: str) -> None:
     elif args.mesh:
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.ops.wm.obj_import(filepath=os.path.abspath(args.mesh))
-        if args.object and bpy.context.selected_objects:
-            bpy.context.selected_objects[0].name = args.object
+        imported = list(bpy.context.selected_objects)
+        if args.object and imported:
+            imported[0].name = args.object
 
 
 def find_object(name: str | None) -> str:
@@ -115,8 +121,8 @@ def find_object(name: str | None) -> str:
 
     if name:
         if bpy.data.objects.get(name) is None:
-            meshes = ", ".join(o.name for o in bpy.data.objects if o.type == "MESH") or "none"
-            raise ValueError(f"no object named '{name}' (meshes in the scene: {meshes})")
+            names = ", ".join(o.name for o in bpy.data.objects if o.type == "MESH") or "none"
+            raise ValueError(f"no object named '{name}' (meshes in the scene: {names})")
         return name
     meshes = [o for o in bpy.data.objects if o.type == "MESH"]
     if len(meshes) == 1:
@@ -160,12 +166,15 @@ def main(argv: Sequence[str]) -> int:
                 mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=args.start_frame,
                 fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=not args.no_sound,
                 set_frame_range=args.set_range, set_scene_fps=args.set_fps,
-                use_object_template=not args.no_template, style_path=args.style, clip=clip)
+                use_object_template=not args.no_template, style_path=args.style, clip=clip,
+                engine_entry=(os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine"))
             session = session_mod.GenerateSession(bpy.context.scene, req)
             t_engine = time.perf_counter()
             result = session.run(timeout=args.timeout)
             t_bake = result.seconds
             bpy.ops.wm.save_mainfile()
+            if os.path.exists(tmp_out + "1"):  # Blender's backup of the first save
+                os.unlink(tmp_out + "1")
             os.replace(tmp_out, out)
             where = result.cache_file if result.mode == "CACHE" else f"{len(result.shape_keys)} shape keys"
             print(f"parley: [{i}/{len(clips)}] {clip}: {result.frames} frames from frame {result.start_frame} "
@@ -174,8 +183,9 @@ def main(argv: Sequence[str]) -> int:
                   f"total {time.perf_counter() - t0:.1f} s)", flush=True)
         except (Exception, SystemExit) as exc:
             failures += 1
-            if os.path.exists(tmp_out):
-                os.unlink(tmp_out)
+            for leftover in (tmp_out, tmp_out + "1"):
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
             print(f"parley: [{i}/{len(clips)}] {clip}: FAILED: {exc}", flush=True)
             _fail(f"{clip}: {exc}", 1)
     if failures:

@@ -203,7 +203,7 @@ class EngineJob:
              on_progress: Any = None) -> JobState:
         """Synchronous use (batch mode, tests, the operator's ``execute``): poll until finished."""
         t0 = time.monotonic()
-        last = (None, None)
+        last: tuple[str | None, float | None] = (None, None)
         while not self.poll().finished:
             if on_progress is not None and (self.state.stage, self.state.fraction) != last:
                 last = (self.state.stage, self.state.fraction)

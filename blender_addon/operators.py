@@ -11,7 +11,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 import numpy as np
@@ -19,11 +19,33 @@ import numpy as np
 from . import bake, engine_process, formats, preferences
 from .session import PROBES, GenerateError, GenerateRequest, GenerateSession
 
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems as Ret
+else:
+    Ret = str
+
 _ACTIVE: set[GenerateSession] = set()  # killed on unregister so no engine outlives the add-on
 
 
+def scene_of(context: bpy.types.Context) -> bpy.types.Scene:
+    scene = scene_of(context)
+    assert scene is not None, "no scene in this context"
+    return scene
+
+
 def _settings(context: bpy.types.Context) -> Any:
-    return context.scene.parley  # type: ignore[attr-defined]
+    return getattr(scene_of(context), "parley")
+
+
+def _wm(context: bpy.types.Context) -> bpy.types.WindowManager:
+    wm = context.window_manager
+    assert wm is not None
+    return wm
+
+
+def _status(context: bpy.types.Context, text: str | None) -> None:
+    if context.workspace is not None:
+        _status(context, text)
 
 
 def active_sound_strip(scene: bpy.types.Scene) -> Any:
@@ -82,7 +104,7 @@ def problems(context: bpy.types.Context) -> list[str]:
             out.append("Choose an audio file")
         elif not os.path.isfile(bpy.path.abspath(s.audio_path)):
             out.append("Audio file not found")
-    elif active_sound_strip(context.scene) is None:
+    elif active_sound_strip(scene_of(context)) is None:
         out.append("No active sound strip in the sequencer")
     if s.style_source == "OBJECT":
         if s.style_object is None:
@@ -105,7 +127,7 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
     if issues:
         raise GenerateError(issues[0])
     s = _settings(context)
-    scene = context.scene
+    scene = scene_of(context)
     prefs = preferences.get_prefs(context)
     obj = context.active_object
     assert obj is not None
@@ -150,7 +172,7 @@ def style_file(context: bpy.types.Context) -> str | None:
     rng = bake.animation_range(obj)
     if rng is None:
         return None
-    frames = bake.sample_animation(context.scene, obj, rng[0], rng[1])
+    frames = bake.sample_animation(scene_of(context), obj, rng[0], rng[1])
     fd, path = tempfile.mkstemp(prefix="parley_style_", suffix=".npy")
     os.close(fd)
     np.save(path, frames.astype(np.float32))
@@ -177,9 +199,9 @@ class PARLEY_OT_generate(bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type == "MESH" and hasattr(context.scene, "parley")
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[Ret]:
         try:
-            session = GenerateSession(context.scene, request_from_context(context))
+            session = GenerateSession(scene_of(context), request_from_context(context))
             _ACTIVE.add(session)
             try:
                 result = session.run()
@@ -191,11 +213,11 @@ class PARLEY_OT_generate(bpy.types.Operator):
         _report_result(self, result)
         return {"FINISHED"}
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
         try:
-            self._session = GenerateSession(context.scene, request_from_context(context))
+            self._session = GenerateSession(scene_of(context), request_from_context(context))
             self._session.start()
         except (GenerateError, bake.BakeError, engine_process.EngineError) as exc:
             if self._session is not None:
@@ -203,24 +225,24 @@ class PARLEY_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         _ACTIVE.add(self._session)
-        wm = context.window_manager
+        wm = _wm(context)
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
-        context.workspace.status_text_set("Parley: starting the engine… (Esc cancels)")
+        _status(context, "Parley: starting the engine… (Esc cancels)")
         return {"RUNNING_MODAL"}
 
     def _end_ui(self, context: bpy.types.Context) -> None:
-        wm = context.window_manager
+        wm = _wm(context)
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
             self._timer = None
         wm.progress_end()
-        context.workspace.status_text_set(None)
+        _status(context, None)
         if self._session is not None:
             _ACTIVE.discard(self._session)
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         session = self._session
         assert session is not None
         if event.type == "ESC" and event.value == "PRESS":
@@ -232,8 +254,8 @@ class PARLEY_OT_generate(bpy.types.Operator):
             return {"PASS_THROUGH"}
         st = session.poll()
         pct = int(round(st.fraction * 100))
-        context.window_manager.progress_update(pct)
-        context.workspace.status_text_set(f"Parley: {st.stage} {pct}% (Esc cancels)")
+        _wm(context).progress_update(pct)
+        _status(context, f"Parley: {st.stage} {pct}% (Esc cancels)")
         if not st.finished:
             return {"PASS_THROUGH"}
         self._end_ui(context)
@@ -257,7 +279,7 @@ class PARLEY_OT_check_engine(bpy.types.Operator):
     bl_idname = "parley.check_engine"
     bl_label = "Check Engine"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[Ret]:
         prefs = preferences.get_prefs(context)
         python = preferences.interpreter(prefs)
         info = PROBES.probe(python, preferences.engine_root(), preferences.engine_paths(prefs))
@@ -327,7 +349,7 @@ class PARLEY_OT_install_deps(bpy.types.Operator):
             preferences.engine_requirements(), getattr(prefs, "pip_extra_args", ""))
         return DepsInstaller(cmd, preferences.install_log_path())
 
-    def _done(self, job: DepsInstaller) -> set[str]:
+    def _done(self, job: DepsInstaller) -> set[Ret]:
         PROBES.results.clear()
         if job.returncode == 0:
             self.report({"INFO"}, "Parley: engine dependencies installed; use Check Engine to verify")
@@ -335,35 +357,35 @@ class PARLEY_OT_install_deps(bpy.types.Operator):
         self.report({"ERROR"}, f"Parley: pip failed ({job.last}); see {job.log_path}")
         return {"CANCELLED"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[Ret]:
         job = self._make_job(context)
         job.start()
         assert job._thread is not None
         job._thread.join()
         return self._done(job)
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
         self._job = self._make_job(context)
         self._job.start()
-        wm = context.window_manager
+        wm = _wm(context)
         self._timer = wm.event_timer_add(0.25, window=context.window)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         job = self._job
         assert job is not None
         if event.type == "ESC" and event.value == "PRESS":
             job.kill()
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        context.workspace.status_text_set(f"Parley install: {job.last[:100]} (Esc stops)")
+        _status(context, f"Parley install: {job.last[:100]} (Esc stops)")
         if not job.finished:
             return {"PASS_THROUGH"}
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
+        _wm(context).event_timer_remove(self._timer)
+        _status(context, None)
         return self._done(job)
 
 

@@ -16,8 +16,11 @@ class PARLEY_PT_generate(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        s = context.scene.parley  # type: ignore[attr-defined]
+        assert layout is not None
+        scene = operators.scene_of(context)
+        s = getattr(scene, "parley")
         obj = context.active_object
+        mesh = obj.data if obj is not None else None
 
         box = layout.box()
         box.prop(s, "checkpoint_source")
@@ -37,13 +40,13 @@ class PARLEY_PT_generate(bpy.types.Panel):
 
         col = layout.column()
         col.label(text=f"Target: {obj.name if obj else '-'}"
-                       + (f" ({len(obj.data.vertices):,} vertices)" if obj is not None and obj.type == "MESH" else ""),
+                       + (f" ({len(mesh.vertices):,} vertices)" if isinstance(mesh, bpy.types.Mesh) else ""),
                   icon="MESH_DATA")
         col.prop(s, "audio_source")
         if s.audio_source == "FILE":
             col.prop(s, "audio_path", text="")
         else:
-            strip = operators.active_sound_strip(context.scene)
+            strip = operators.active_sound_strip(scene)
             col.label(text=f"Strip: {strip.name} at frame {strip.frame_start:g}" if strip else "No active sound strip")
         col.prop(s, "style_source")
         if s.style_source == "OBJECT":
@@ -67,7 +70,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         sub.enabled = s.audio_source == "FILE"
         sub.prop(s, "start_frame")
         col.prop(s, "fps_source")
-        col.label(text=f"Scene: {bake.scene_fps(context.scene):g} fps")
+        col.label(text=f"Scene: {bake.scene_fps(scene):g} fps")
         col.prop(s, "bake_mode", expand=True)
         if s.bake_mode == "SHAPEKEYS":
             col.prop(s, "relative_keys")

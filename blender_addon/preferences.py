@@ -92,7 +92,7 @@ def get_prefs(context: bpy.types.Context | None = None) -> Any:
 
 
 def interpreter(prefs: Any = None) -> str:
-    path = getattr(prefs, "interpreter_path", "") if prefs is not None else ""
+    path = str(getattr(prefs, "interpreter_path", "")) if prefs is not None else ""
     return bpy.path.abspath(path) if path else sys.executable
 
 
@@ -115,7 +115,7 @@ def engine_root() -> str | None:
 
 def engine_paths(prefs: Any = None) -> list[str]:
     """Extra PYTHONPATH entries for the engine: the deps folder, only for Blender's Python."""
-    if prefs is not None and getattr(prefs, "interpreter_path", ""):
+    if prefs is not None and getattr(prefs, "interpreter_path", None):
         return []
     d = deps_dir(create=False)
     return [d] if os.path.isdir(d) else []

@@ -1,6 +1,8 @@
 """Per-scene settings of the Parley panel (``scene.parley``)."""
 from __future__ import annotations
 
+from typing import Any
+
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 
@@ -64,7 +66,9 @@ classes = (ParleySettings,)
 
 
 def register_props() -> None:
-    bpy.types.Scene.parley = PointerProperty(type=ParleySettings)  # type: ignore[attr-defined]
+    # (the stubs type PointerProperty() as returning None; at runtime it is a deferred property)
+    prop: Any = PointerProperty(type=ParleySettings)  # type: ignore[func-returns-value]
+    setattr(bpy.types.Scene, "parley", prop)
 
 
 def unregister_props() -> None:
