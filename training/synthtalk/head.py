@@ -654,14 +654,21 @@ def build_head(params: IdentityParams | int | None = None) -> Head:
     xi = (P0[:, 0] - cx) / half
     env = np.sqrt(np.clip(1 - xi ** 2, 0.0, 1.0))
     side = info["mouth_side"][loop].astype(float)
-    # (depth back, vertical spread, x shrink) per ring
-    spec = [(0.0035, 0.0022, 0.97), (0.0065, 0.0042, 0.92), (0.0095, 0.0068, 0.88),
-            (0.0200, 0.0140, 0.82), (0.0360, 0.0120, 0.62)]
-    for k, (dy, dz, sx) in enumerate(spec, start=1):
+    # per ring: (back, vertical offset of the upper side, back, vertical of the lower side,
+    # x shrink). Ring 1 is the inner lip roll, 2-3 the teeth (upper incisal edge hangs just
+    # below the lip line, lower edge sits behind it), 4-5 the mouth cavity.
+    spec = [(0.0030, 0.0020, 0.0030, -0.0020, 0.97),
+            (0.0045, 0.0012, 0.0065, -0.0012, 0.93),
+            (0.0052, -0.0040, 0.0072, 0.0025, 0.90),
+            (0.0200, 0.0140, 0.0200, -0.0140, 0.80),
+            (0.0360, 0.0120, 0.0360, -0.0120, 0.62)]
+    upper = side > 0
+    for k, (dyu, dzu, dyl, dzl, sx) in enumerate(spec, start=1):
         Pk = P0.copy()
         Pk[:, 0] = cx + (P0[:, 0] - cx) * sx
-        Pk[:, 1] += dy
-        Pk[:, 2] += side * dz * (0.25 + 0.75 * env)
+        Pk[:, 1] += np.where(upper, dyu, np.where(side < 0, dyl, 0.5 * (dyu + dyl)))
+        shape = env if k in TEETH_RINGS else (0.25 + 0.75 * env)
+        Pk[:, 2] += np.where(upper, dzu, np.where(side < 0, dzl, 0.0)) * shape
         pos[mr[k]] = Pk
     pos[mr[-1][0]] = np.array([cx, P0[:, 1].mean() + 0.044, P0[:, 2].mean()])
 
