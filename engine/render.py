@@ -104,11 +104,12 @@ def _rotate_view(frames: np.ndarray, view: str) -> np.ndarray:
     if a == 0.0:
         return frames
     c, s = np.cos(a), np.sin(a)
-    # rotate the mesh by -a about Z: equivalent to moving the camera by +a toward +X
+    # rotate the mesh about Z so that the camera, still on -Y, sees it as if it had moved
+    # toward +X: the nose (at -Y) moves to the image's left, the +X cheek faces the camera
     x, y = frames[..., 0], frames[..., 1]
     out = frames.copy()
-    out[..., 0] = c * x - s * y
-    out[..., 1] = s * x + c * y
+    out[..., 0] = c * x + s * y
+    out[..., 1] = -s * x + c * y
     return out
 
 

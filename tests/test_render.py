@@ -163,3 +163,12 @@ def test_write_video_with_audio(tmp_path, talking):
     with pytest.raises(FileNotFoundError):
         write_video(X[:3], h.topology, tmp_path / "x.mp4", fps=30.0, audio_wav=tmp_path / "nope.wav")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_three_quarter_view_shows_the_left_cheek():
+    """Camera toward +X: a point at the front (-Y) moves to the image's left."""
+    v, f = _quad(-1, 1, -1, 1, 0.0)
+    nose = np.array([[0.0, -1.0, 0.0]])
+    rot = R._rotate_view(np.concatenate([v, nose])[None], "three_quarter")[0]
+    assert rot[-1, 0] < -0.5                   # nose: screen x = -sin(35 deg)
+    assert rot[-1, 1] == pytest.approx(-np.cos(np.deg2rad(35.0)))
