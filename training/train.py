@@ -270,6 +270,7 @@ class Clip:
     load_vertices: Callable[[], np.ndarray]  # -> (T, V, 3) float32 (may be a read-only memmap)
     load_wav: Callable[[], np.ndarray]       # -> mono float32 16 kHz, aligned to the frames
     phones: list | None = None
+    source: str = ""                         # identifies the audio file version (path:size:mtime)
 
     @property
     def vertices(self) -> np.ndarray:
@@ -345,9 +346,11 @@ def _clip_from_dataset(data: Any, i: int, mesh_fps: float, fps: float) -> Clip:
         def load_vertices(data=data, i=i) -> np.ndarray:
             return data.vertices(i)
     phones = load_phones(c.phones) if c.phones is not None else None
+    st = Path(c.wav).stat()
     return Clip(name=c.name, subject=c.subject, num_frames=int(c.frames),
                 template=np.asarray(data.templates[c.subject], dtype=np.float32),
-                load_vertices=load_vertices, load_wav=lambda data=data, i=i: data.audio(i), phones=phones)
+                load_vertices=load_vertices, load_wav=lambda data=data, i=i: data.audio(i), phones=phones,
+                source=f"{Path(c.wav).name}:{st.st_size}:{st.st_mtime_ns}:{c.audio_samples}")
 
 
 # ============================================================================ features
@@ -393,7 +396,7 @@ class FeatureCache:
         from safetensors.torch import save_file
 
         for spec in self.specs:
-            todo = [c for c in clips if not self.path(spec, c).is_file()]
+            todo = [c for c in clips if not self._fresh(spec, c)]
             if not todo:
                 continue
             self._dir(spec).mkdir(parents=True, exist_ok=True)
@@ -410,7 +413,20 @@ class FeatureCache:
                 feats = self._encode_group(enc, wavs)
                 for c, f in zip(group, feats):
                     with atomic_path(self.path(spec, c)) as tmp:
-                        save_file({"features": f.contiguous()}, str(tmp), metadata={"clip": c.name, "spec": json.dumps(spec)})
+                        save_file({"features": f.contiguous()}, str(tmp),
+                                  metadata={"clip": c.name, "spec": json.dumps(spec), "source": c.source})
+
+    def _fresh(self, spec: dict[str, Any], clip: Clip) -> bool:
+        """A cached file exists and was computed from this version of the clip's audio."""
+        p = self.path(spec, clip)
+        if not p.is_file():
+            return False
+        from safetensors import safe_open
+        try:
+            with safe_open(str(p), "pt") as fh:
+                return (fh.metadata() or {}).get("source", "") == clip.source
+        except Exception:  # damaged file: recompute
+            return False
 
     def _pack(self, clips: list[Clip]) -> list[list[Clip]]:
         groups: list[list[Clip]] = []
