@@ -22,18 +22,19 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Any, Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "render_frames",
-    "contact_sheet",
-    "write_video",
-    "find_ffmpeg",
     "FFmpegNotFound",
+    "contact_sheet",
     "default_vertex_colors",
+    "find_ffmpeg",
     "inner_lip_gap",
+    "render_frames",
+    "write_video",
 ]
 
 SKIN = np.array([0.86, 0.68, 0.58])
@@ -283,22 +284,10 @@ def _render_core(frames: np.ndarray, tri: np.ndarray, vcol: np.ndarray, size: in
 
 # --------------------------------------------------------------------------- metrics
 def inner_lip_gap(frames: np.ndarray, upper_inner: np.ndarray, lower_inner: np.ndarray) -> np.ndarray:
-    """Mouth aperture per frame; uses engine.metrics.inner_lip_gap when it exists.
+    """Mouth aperture per frame: the project's metric (engine.metrics.inner_lip_gap)."""
+    from engine.metrics import inner_lip_gap as _gap
 
-    Local fallback: mean over the paired inner-lip vertices of the Euclidean distance.
-    """
-    try:
-        from engine.metrics import inner_lip_gap as _gap  # type: ignore
-    except Exception:  # engine.metrics not written yet or broken: same definition locally
-        _gap = None
-    if _gap is not None:
-        return np.asarray(_gap(frames, upper_inner, lower_inner), dtype=np.float64)
-    up = np.asarray(upper_inner, dtype=np.int64)
-    lo = np.asarray(lower_inner, dtype=np.int64)
-    if up.shape != lo.shape or up.ndim != 1 or len(up) == 0:
-        raise ValueError("upper_inner and lower_inner must be paired 1-D index arrays of equal, non-zero length")
-    f = np.asarray(frames, dtype=np.float64)
-    return np.linalg.norm(f[:, up] - f[:, lo], axis=-1).mean(axis=1)
+    return np.asarray(_gap(frames, upper_inner, lower_inner), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- contact sheet
@@ -436,8 +425,8 @@ def find_ffmpeg() -> str:
         exe = imageio_ffmpeg.get_ffmpeg_exe()
         if exe and os.path.exists(exe):
             return exe
-    except Exception:
-        pass
+    except (ImportError, OSError, RuntimeError):  # not installed, or its binary is missing
+        exe = None
     raise FFmpegNotFound(
         "write_video needs ffmpeg: install it with `apt-get install ffmpeg` (Debian/Ubuntu), "
         "`brew install ffmpeg` (macOS) or `pip install imageio-ffmpeg`, or render a contact sheet instead")

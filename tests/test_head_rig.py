@@ -13,7 +13,12 @@ import pytest
 from engine.metrics import inner_lip_gap
 from engine.topology import Topology
 from training.synthtalk.head import (
-    NUM_IDENTITIES, SPLITS, IdentityParams, build_head, default_head, identity,
+    NUM_IDENTITIES,
+    SPLITS,
+    IdentityParams,
+    build_head,
+    default_head,
+    identity,
 )
 from training.synthtalk.rig import CONTROLS, Rig
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from engine import render as R
-from engine.render import BACKGROUND, FFmpegNotFound, contact_sheet, render_frames, write_video
+from engine.render import (
+    BACKGROUND,
+    FFmpegNotFound,
+    contact_sheet,
+    render_frames,
+    write_video,
+)
 
 BG = np.round(np.power(np.array(BACKGROUND), 1 / 1.1) * 255).astype(np.uint8)
 
@@ -157,7 +163,7 @@ def test_write_video_with_audio(tmp_path, talking):
     streams = _ffprobe_streams(out)
     kinds = sorted(s["codec_type"] for s in streams)
     assert kinds == ["audio", "video"]
-    video = [s for s in streams if s["codec_type"] == "video"][0]
+    video = next(s for s in streams if s["codec_type"] == "video")
     assert int(video["nb_frames"]) == 300
     assert not list(tmp_path.glob(".tmp_*"))
     with pytest.raises(FileNotFoundError):
@@ -167,7 +173,7 @@ def test_write_video_with_audio(tmp_path, talking):
 
 def test_three_quarter_view_shows_the_left_cheek():
     """Camera toward +X: a point at the front (-Y) moves to the image's left."""
-    v, f = _quad(-1, 1, -1, 1, 0.0)
+    v, _f = _quad(-1, 1, -1, 1, 0.0)
     nose = np.array([[0.0, -1.0, 0.0]])
     rot = R._rotate_view(np.concatenate([v, nose])[None], "three_quarter")[0]
     assert rot[-1, 0] < -0.5                   # nose: screen x = -sin(35 deg)

@@ -28,8 +28,9 @@ eye height; the head is ~0.24 m from chin to crown, the neck ends 0.2 m below th
 """
 from __future__ import annotations
 
+import itertools
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,15 @@ from scipy.interpolate import PchipInterpolator
 from engine.topology import Topology
 
 __all__ = [
-    "IdentityParams", "Head", "identity", "build_head", "NUM_IDENTITIES", "SPLITS",
-    "subject_name", "default_head", "export_default_head",
+    "NUM_IDENTITIES",
+    "SPLITS",
+    "Head",
+    "IdentityParams",
+    "build_head",
+    "default_head",
+    "export_default_head",
+    "identity",
+    "subject_name",
 ]
 
 DEG = np.pi / 180.0
@@ -68,7 +76,7 @@ EYE_SPHERE = (8, 12)     # eyeball UV sphere (latitude bands, longitudes)
 
 def _keyed_samples(keys: list[tuple[float, int]]) -> np.ndarray:
     out = []
-    for (a, n), (b, _) in zip(keys[:-1], keys[1:]):
+    for (a, n), (b, _) in itertools.pairwise(keys):
         out.append(np.linspace(a, b, n, endpoint=False))
     out.append(np.array([keys[-1][0]]))
     return np.concatenate(out)
@@ -125,47 +133,47 @@ class IdentityParams:
 
 # Twelve fixed people (0-7 train, 8-9 val, 10-11 test). Hand-written so they are stable forever.
 _IDENTITY_TABLE: list[dict[str, float]] = [
-    dict(head_width=1.00, face_width=1.00, face_length=1.00, jaw_width=1.05, chin=1.10, nose_length=1.00,
-         nose_width=1.05, nose_projection=1.00, lip_thickness=1.00, mouth_width=1.00, eye_spacing=1.00,
-         brow_height_deg=0.0, brow_ridge=1.2, cheek_fullness=0.9, cheekbones=1.0),
-    dict(head_width=0.95, face_width=0.94, face_length=1.06, jaw_width=0.90, chin=0.9, nose_length=1.10,
-         nose_width=0.90, nose_projection=1.10, lip_thickness=1.20, mouth_width=0.95, eye_spacing=0.97,
-         eye_size=1.05, brow_height_deg=1.0, brow_ridge=0.8, cheek_fullness=1.0, cheekbones=1.2),
-    dict(head_width=1.05, head_depth=1.03, face_width=1.07, face_length=0.95, jaw_width=1.15, chin=1.2,
-         nose_length=0.95, nose_width=1.20, nose_projection=0.95, lip_thickness=0.85, mouth_width=1.08,
-         eye_spacing=1.04, eye_size=0.95, brow_height_deg=-1.0, brow_ridge=1.35, cheek_fullness=1.15),
-    dict(head_width=0.97, face_width=0.98, face_length=1.02, jaw_width=0.95, chin=0.85, nose_length=0.90,
-         nose_width=0.95, nose_projection=0.85, lip_thickness=1.30, mouth_width=1.05, eye_spacing=1.02,
-         eye_size=1.08, brow_height_deg=1.5, brow_ridge=0.75, cheek_fullness=1.25, cheekbones=0.9),
-    dict(head_width=1.02, head_depth=0.97, face_width=1.03, face_length=1.08, jaw_width=1.08, chin=1.30,
-         nose_length=1.15, nose_width=1.00, nose_projection=1.20, lip_thickness=0.90, mouth_width=0.96,
-         eye_spacing=0.98, eye_size=0.97, brow_height_deg=-0.5, brow_ridge=1.25, cheek_fullness=0.8,
-         cheekbones=1.25),
-    dict(head_width=0.93, face_width=0.92, face_length=0.97, jaw_width=0.88, chin=0.95, nose_length=0.88,
-         nose_width=0.88, nose_projection=0.90, lip_thickness=1.10, mouth_width=0.90, eye_spacing=1.05,
-         eye_size=1.10, brow_height_deg=2.0, brow_ridge=0.7, cheek_fullness=1.05, cheekbones=1.1),
-    dict(head_width=1.06, head_depth=1.05, face_width=1.05, face_length=1.04, jaw_width=1.12, chin=1.05,
-         nose_length=1.05, nose_width=1.25, nose_projection=1.05, lip_thickness=1.05, mouth_width=1.12,
-         eye_spacing=1.00, eye_size=0.92, brow_height_deg=-1.5, brow_ridge=1.4, cheek_fullness=1.35,
-         cheekbones=0.85),
-    dict(head_width=0.99, face_width=0.97, face_length=0.93, jaw_width=1.00, chin=0.80, nose_length=0.95,
-         nose_width=1.10, nose_projection=0.80, lip_thickness=1.25, mouth_width=1.00, eye_spacing=0.95,
-         eye_size=1.02, brow_height_deg=0.5, brow_ridge=0.9, cheek_fullness=1.10, cheekbones=1.0),
+    {"head_width": 1.00, "face_width": 1.00, "face_length": 1.00, "jaw_width": 1.05, "chin": 1.10, "nose_length": 1.00,
+         "nose_width": 1.05, "nose_projection": 1.00, "lip_thickness": 1.00, "mouth_width": 1.00, "eye_spacing": 1.00,
+         "brow_height_deg": 0.0, "brow_ridge": 1.2, "cheek_fullness": 0.9, "cheekbones": 1.0},
+    {"head_width": 0.95, "face_width": 0.94, "face_length": 1.06, "jaw_width": 0.90, "chin": 0.9, "nose_length": 1.10,
+         "nose_width": 0.90, "nose_projection": 1.10, "lip_thickness": 1.20, "mouth_width": 0.95, "eye_spacing": 0.97,
+         "eye_size": 1.05, "brow_height_deg": 1.0, "brow_ridge": 0.8, "cheek_fullness": 1.0, "cheekbones": 1.2},
+    {"head_width": 1.05, "head_depth": 1.03, "face_width": 1.07, "face_length": 0.95, "jaw_width": 1.15, "chin": 1.2,
+         "nose_length": 0.95, "nose_width": 1.20, "nose_projection": 0.95, "lip_thickness": 0.85, "mouth_width": 1.08,
+         "eye_spacing": 1.04, "eye_size": 0.95, "brow_height_deg": -1.0, "brow_ridge": 1.35, "cheek_fullness": 1.15},
+    {"head_width": 0.97, "face_width": 0.98, "face_length": 1.02, "jaw_width": 0.95, "chin": 0.85, "nose_length": 0.90,
+         "nose_width": 0.95, "nose_projection": 0.85, "lip_thickness": 1.30, "mouth_width": 1.05, "eye_spacing": 1.02,
+         "eye_size": 1.08, "brow_height_deg": 1.5, "brow_ridge": 0.75, "cheek_fullness": 1.25, "cheekbones": 0.9},
+    {"head_width": 1.02, "head_depth": 0.97, "face_width": 1.03, "face_length": 1.08, "jaw_width": 1.08, "chin": 1.30,
+         "nose_length": 1.15, "nose_width": 1.00, "nose_projection": 1.20, "lip_thickness": 0.90, "mouth_width": 0.96,
+         "eye_spacing": 0.98, "eye_size": 0.97, "brow_height_deg": -0.5, "brow_ridge": 1.25, "cheek_fullness": 0.8,
+         "cheekbones": 1.25},
+    {"head_width": 0.93, "face_width": 0.92, "face_length": 0.97, "jaw_width": 0.88, "chin": 0.95, "nose_length": 0.88,
+         "nose_width": 0.88, "nose_projection": 0.90, "lip_thickness": 1.10, "mouth_width": 0.90, "eye_spacing": 1.05,
+         "eye_size": 1.10, "brow_height_deg": 2.0, "brow_ridge": 0.7, "cheek_fullness": 1.05, "cheekbones": 1.1},
+    {"head_width": 1.06, "head_depth": 1.05, "face_width": 1.05, "face_length": 1.04, "jaw_width": 1.12, "chin": 1.05,
+         "nose_length": 1.05, "nose_width": 1.25, "nose_projection": 1.05, "lip_thickness": 1.05, "mouth_width": 1.12,
+         "eye_spacing": 1.00, "eye_size": 0.92, "brow_height_deg": -1.5, "brow_ridge": 1.4, "cheek_fullness": 1.35,
+         "cheekbones": 0.85},
+    {"head_width": 0.99, "face_width": 0.97, "face_length": 0.93, "jaw_width": 1.00, "chin": 0.80, "nose_length": 0.95,
+         "nose_width": 1.10, "nose_projection": 0.80, "lip_thickness": 1.25, "mouth_width": 1.00, "eye_spacing": 0.95,
+         "eye_size": 1.02, "brow_height_deg": 0.5, "brow_ridge": 0.9, "cheek_fullness": 1.10, "cheekbones": 1.0},
     # val
-    dict(head_width=1.01, face_width=1.02, face_length=1.05, jaw_width=1.02, chin=1.15, nose_length=1.08,
-         nose_width=0.95, nose_projection=1.12, lip_thickness=0.95, mouth_width=0.98, eye_spacing=1.01,
-         eye_size=1.00, brow_height_deg=0.8, brow_ridge=1.1, cheek_fullness=0.95, cheekbones=1.15),
-    dict(head_width=0.96, face_width=0.95, face_length=0.99, jaw_width=0.92, chin=0.90, nose_length=0.92,
-         nose_width=1.05, nose_projection=0.92, lip_thickness=1.15, mouth_width=1.06, eye_spacing=1.03,
-         eye_size=1.04, brow_height_deg=-0.8, brow_ridge=0.85, cheek_fullness=1.2, cheekbones=0.95),
+    {"head_width": 1.01, "face_width": 1.02, "face_length": 1.05, "jaw_width": 1.02, "chin": 1.15, "nose_length": 1.08,
+         "nose_width": 0.95, "nose_projection": 1.12, "lip_thickness": 0.95, "mouth_width": 0.98, "eye_spacing": 1.01,
+         "eye_size": 1.00, "brow_height_deg": 0.8, "brow_ridge": 1.1, "cheek_fullness": 0.95, "cheekbones": 1.15},
+    {"head_width": 0.96, "face_width": 0.95, "face_length": 0.99, "jaw_width": 0.92, "chin": 0.90, "nose_length": 0.92,
+         "nose_width": 1.05, "nose_projection": 0.92, "lip_thickness": 1.15, "mouth_width": 1.06, "eye_spacing": 1.03,
+         "eye_size": 1.04, "brow_height_deg": -0.8, "brow_ridge": 0.85, "cheek_fullness": 1.2, "cheekbones": 0.95},
     # test (10 is the default head shipped with the engine)
-    dict(head_width=1.00, face_width=1.00, face_length=1.00, jaw_width=1.00, chin=1.00, nose_length=1.00,
-         nose_width=1.00, nose_projection=1.00, lip_thickness=1.05, mouth_width=1.00, eye_spacing=1.00,
-         eye_size=1.00, brow_height_deg=0.0, brow_ridge=1.0, cheek_fullness=1.0, cheekbones=1.05),
-    dict(head_width=1.04, head_depth=1.02, face_width=1.06, face_length=1.03, jaw_width=1.10, chin=1.20,
-         nose_length=1.12, nose_width=1.15, nose_projection=1.08, lip_thickness=0.88, mouth_width=1.04,
-         eye_spacing=0.96, eye_size=0.96, brow_height_deg=-1.2, brow_ridge=1.3, cheek_fullness=0.85,
-         cheekbones=1.2),
+    {"head_width": 1.00, "face_width": 1.00, "face_length": 1.00, "jaw_width": 1.00, "chin": 1.00, "nose_length": 1.00,
+         "nose_width": 1.00, "nose_projection": 1.00, "lip_thickness": 1.05, "mouth_width": 1.00, "eye_spacing": 1.00,
+         "eye_size": 1.00, "brow_height_deg": 0.0, "brow_ridge": 1.0, "cheek_fullness": 1.0, "cheekbones": 1.05},
+    {"head_width": 1.04, "head_depth": 1.02, "face_width": 1.06, "face_length": 1.03, "jaw_width": 1.10, "chin": 1.20,
+         "nose_length": 1.12, "nose_width": 1.15, "nose_projection": 1.08, "lip_thickness": 0.88, "mouth_width": 1.04,
+         "eye_spacing": 0.96, "eye_size": 0.96, "brow_height_deg": -1.2, "brow_ridge": 1.3, "cheek_fullness": 0.85,
+         "cheekbones": 1.2},
 ]
 assert len(_IDENTITY_TABLE) == NUM_IDENTITIES
 
@@ -417,7 +425,7 @@ def _uv_sphere(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
     verts.append(np.array([0.0, 1.0, 0.0]))
     V = np.array(verts)
     faces = []
-    ring = lambda i, j: 1 + (i - 1) * nlon + (j % nlon)  # noqa: E731
+    ring = lambda i, j: 1 + (i - 1) * nlon + (j % nlon)
     for j in range(nlon):
         faces.append([0, ring(1, j + 1), ring(1, j)])
     for i in range(1, nlat - 1):
@@ -534,7 +542,7 @@ def _build_layout() -> dict[str, Any]:
     grid_faces = np.array(b.faces, dtype=np.int64)
 
     def attrs(v: int) -> dict:
-        return dict(theta=b.theta[v], elev=b.elev[v], ms=b.mouth_side[v], es=b.eye_side[v], eye=b.eye[v])
+        return {"theta": b.theta[v], "elev": b.elev[v], "ms": b.mouth_side[v], "es": b.eye_side[v], "eye": b.eye[v]}
 
     # mouth slit loop: left corner, upper lip (left -> right), right corner, lower lip (right -> left)
     rm = ROW_MOUTH
@@ -557,12 +565,12 @@ def _build_layout() -> dict[str, Any]:
             b.add(s * THETA_EYE, T_EYE, ms=1, es=0, kind=3, eye=s)
         b.faces += (sf + base).tolist()
         eyeballs[s] = np.arange(base, base + len(sv))
-    info = dict(theta=np.array(b.theta), elev=np.array(b.elev), mouth_side=np.array(b.mouth_side),
-                eye_side=np.array(b.eye_side), kind=np.array(b.kind), ring=np.array(b.ring),
-                eye=np.array(b.eye))
-    return dict(info=info, faces=np.array(b.faces, dtype=np.int64), up=up, dn=dn,
-                mouth_cols=np.array(mcols), mouth_rings=mouth_rings, eye_rings=eye_rings,
-                eye_cols=eye_cols, eyeballs=eyeballs, sphere=sv, corners=(up[rm, c_ml], up[rm, c_mr]))
+    info = {"theta": np.array(b.theta), "elev": np.array(b.elev), "mouth_side": np.array(b.mouth_side),
+                "eye_side": np.array(b.eye_side), "kind": np.array(b.kind), "ring": np.array(b.ring),
+                "eye": np.array(b.eye)}
+    return {"info": info, "faces": np.array(b.faces, dtype=np.int64), "up": up, "dn": dn,
+                "mouth_cols": np.array(mcols), "mouth_rings": mouth_rings, "eye_rings": eye_rings,
+                "eye_cols": eye_cols, "eyeballs": eyeballs, "sphere": sv, "corners": (up[rm, c_ml], up[rm, c_mr])}
 
 
 _LAYOUT: dict[str, Any] | None = None
@@ -722,7 +730,7 @@ def _masks(L: dict[str, Any], info: dict[str, np.ndarray], warped: np.ndarray) -
     # rows near the brows are bent into the brow arch by _warp_elev, so a canonical band is arched
     brows = np.nonzero(grid & (a > 5.0) & (a < 31.0) & (el > BROW_T - 1.8) & (el < BROW_T + 1.5))[0]
     face = np.nonzero((grid & (a < 75.0) & (el > -62.0) & (el < 32.0)) | (kind > 0))[0]
-    upper_face = np.nonzero(((grid & (a < 75.0) & (el > -15.0) & (el < 32.0)) | (kind >= 2)))[0]
+    upper_face = np.nonzero((grid & (a < 75.0) & (el > -15.0) & (el < 32.0)) | (kind >= 2))[0]
     upper_face = np.setdiff1d(upper_face, lips)
     eye_l = np.nonzero(info["eye"] == 1)[0]
     eye_r = np.nonzero(info["eye"] == -1)[0]

@@ -22,15 +22,22 @@ character's left (``blink_l`` closes the +X eye).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from training.synthtalk.head import (
-    Head, ROW_EYE, T_EYE, T_MOUTH, THETA_EYE_IN, THETA_EYE_OUT, THETA_MOUTH, _layout,
+    ROW_EYE,
+    T_EYE,
+    T_MOUTH,
+    THETA_EYE_IN,
+    THETA_EYE_OUT,
+    THETA_MOUTH,
+    Head,
+    _layout,
 )
 
-__all__ = ["CONTROLS", "Rig", "JAW_MAX_DEG", "LOWER_LIP_SHARE"]
+__all__ = ["CONTROLS", "JAW_MAX_DEG", "LOWER_LIP_SHARE", "Rig"]
 
 CONTROLS = ["jaw_open", "lips_close", "lips_press", "pucker", "funnel", "stretch", "lower_lip_tuck",
             "upper_lip_raise", "smile", "brow_raise", "brow_furrow", "blink_l", "blink_r"]
@@ -130,7 +137,7 @@ class Rig:
         # pucker: protrude and narrow, lips closed-ish
         wp = np.exp(-(dt / 9.0) ** 2) * np.exp(-(np.maximum(a - 0.6 * THETA_MOUTH, 0) / 8.0) ** 2)
         wp = np.where(deep, 0.15, wp) * (kind <= 1)
-        wp_lip = np.where(grid | inner, wp, wp)
+        wp_lip = wp
         B[_IDX["pucker"], :, 1] = -0.0095 * wp_lip - 0.0015 * (verm_u + verm_l)
         B[_IDX["pucker"], :, 0] = -0.38 * x * wp_lip
 
@@ -184,7 +191,6 @@ class Rig:
         self.bases = B.reshape(len(CONTROLS), V * 3)
 
         # ---------------------------------------------------------------- lips_close
-        mcols = L["mouth_cols"]
         self.upper_inner = head.topology.masks["lip_upper_inner"]
         self.lower_inner = head.topology.masks["lip_lower_inner"]
         col_theta = np.asarray([th[i] for i in self.upper_inner])
@@ -203,7 +209,6 @@ class Rig:
         self._close_f = f[sel]
         self._close_col = near[sel]
         self._close_up = ms[sel] > 0
-        del mcols
 
         # ---------------------------------------------------------------- blinks
         self._blink = {}
@@ -215,7 +220,6 @@ class Rig:
             centre = np.asarray(head.landmarks["eye_centres"][s], dtype=np.float64)
             cth = th[um]
             eyev = info["eye"] == s
-            in_cols = (a >= THETA_EYE_IN) & (a <= THETA_EYE_OUT)
             margin_el = el[um]
             nearj = np.argmin(np.abs(th[:, None] - cth[None, :]), axis=1)
             # upper lid: margin row (1) fading upward to the crease; lower lid: short falloff
@@ -230,11 +234,10 @@ class Rig:
             fl = np.where(eyev & (kind == 2) & (info["eye_side"] < 0), 1.0, fl)
             fu[um] = 1.0
             fl[lm] = 1.0
-            del in_cols
             iu = np.nonzero(fu > 1e-4)[0]
             il = np.nonzero(fl > 1e-4)[0]
-            self._blink[name] = dict(centre=centre, um=um, lm=lm, iu=iu, fu=fu[iu], ju=nearj[iu],
-                                     il=il, fl=fl[il], jl=nearj[il])
+            self._blink[name] = {"centre": centre, "um": um, "lm": lm, "iu": iu, "fu": fu[iu], "ju": nearj[iu],
+                                     "il": il, "fl": fl[il], "jl": nearj[il]}
 
     # ------------------------------------------------------------------ API
     def weights_array(self, weights: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
