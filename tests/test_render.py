@@ -143,6 +143,7 @@ def _ffprobe_streams(path):
     return json.loads(out.stdout)["streams"]
 
 
+@pytest.mark.slow
 def test_write_video_with_audio(tmp_path, talking):
     try:
         R.find_ffmpeg()
