@@ -88,22 +88,31 @@ class JawFromLoudness:
         return (t[None] + d.reshape(num_frames, -1, 3)).astype(np.float32)
 
 
-def rig_from_aligned_phones(wav: np.ndarray, text: str, template_head: Any, fps: float,
-                            num_frames: int) -> np.ndarray:
+_HEADS: dict[int, Any] = {}
+
+
+def rig_from_aligned_phones(wav: np.ndarray, text: str, identity_index: int, sentence_number: int,
+                            num_frames: int, fps: float, seed: int = 0) -> np.ndarray:
     """SynthTalk's generator driven by forced-aligned phones (the upper bound).
 
-    Needs ``training.synthtalk`` (coarticulation + rig + align) and pocketsphinx; raises
-    :class:`BaselineUnavailable` with the reason when they are not there.
+    Reproduces the corpus generator for one clip (same subject style, same random stream for
+    blinks/brows/drift) but with phone timings from pocketsphinx forced alignment of ``text`` to
+    ``wav`` instead of the TTS engine's exact ones: what a perfect model of the rig could reach
+    from audio + transcript.  Raises :class:`BaselineUnavailable` when the SynthTalk modules or
+    pocketsphinx are missing.
     """
     try:
-        from training.synthtalk import align, coarticulation, rig
+        from training.synthtalk.align import align
+        from training.synthtalk.coarticulation import animate_controls, style_for_subject
+        from training.synthtalk.head import build_head, identity
+        from training.synthtalk.rig import Rig
     except ImportError as exc:
         raise BaselineUnavailable(f"the SynthTalk generator is not available ({exc})") from None
-    aligner: Callable[..., Any] | None = getattr(align, "align_phones", None) or getattr(align, "force_align", None)
-    animate: Callable[..., Any] | None = getattr(coarticulation, "animate_controls", None)
-    if aligner is None or animate is None:
-        raise BaselineUnavailable("training.synthtalk lacks align_phones/animate_controls")
-    aligned = aligner(wav, text)
-    phones = aligned.get("phones", aligned) if isinstance(aligned, dict) else aligned
-    controls = animate(phones, fps=fps, num_frames=num_frames)
-    return np.asarray(rig.Rig(template_head).pose(controls), dtype=np.float32)
+    phones, _words = align(np.asarray(wav, dtype=np.float32), text)
+    style = style_for_subject(identity_index, seed)
+    rng = np.random.default_rng([seed, 303, identity_index, int(sentence_number)])
+    controls = animate_controls(phones, num_frames, fps, style, rng, audio=wav)
+    rig = _HEADS.get(identity_index)
+    if rig is None:
+        rig = _HEADS[identity_index] = Rig(build_head(identity(identity_index)))
+    return np.asarray(rig.pose(controls), dtype=np.float32)

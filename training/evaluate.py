@@ -77,6 +77,7 @@ def evaluate_run(trainer: Any) -> dict[str, Any]:
             continue
         rows: dict[str, list[dict[str, float]]] = {"model": [], "model_gt_style": [], "mean_face": [],
                                                    "jaw_from_loudness": []}
+        notes: list[str] = []
         for c in clips:
             gt = np.asarray(c.vertices, dtype=np.float32)
             feats = trainer.cache.load(c, c.num_frames)
@@ -94,7 +95,13 @@ def evaluate_run(trainer: Any) -> dict[str, Any]:
                 wav = c.load_wav()
                 rows["jaw_from_loudness"].append(evaluate_all(jaw.predict(wav, len(gt), c.template), gt, c.template,
                                                               masks, phones=c.phones, fps=fps))
+                rig = _rig_upper_bound(trainer, c, wav, fps, notes)
+                if rig is not None:
+                    rows.setdefault("rig_aligned_phones", []).append(
+                        evaluate_all(rig, gt, c.template, masks, phones=c.phones, fps=fps))
         results["splits"][split] = {k: aggregate(v) for k, v in rows.items() if v}
+        if notes:
+            results.setdefault("notes", []).extend(sorted(set(notes)))
     summary = {}
     for split, by in results["splits"].items():
         for k, v in by.get("model", {}).items():
@@ -107,6 +114,31 @@ def evaluate_run(trainer: Any) -> dict[str, Any]:
         heat = error_heatmap(err_sum / max(1, n_frames), trainer.corpus.topology, out / "error_heatmap.png")
     write_report(results, out / "report.md", title=cfg.name, heatmap=heat, extra=_run_facts(trainer))
     return results
+
+
+def _rig_upper_bound(trainer: Any, clip: Any, wav: np.ndarray, fps: float, notes: list[str]) -> np.ndarray | None:
+    """SynthTalk only: the generator driven by forced-aligned phones (None when not applicable)."""
+    from training.baselines import BaselineUnavailable, rig_from_aligned_phones
+    if trainer.cfg.data.kind != "synthtalk":
+        return None
+    meta_path = Path(trainer.cfg.data.root) / "meta" / f"{clip.name}.json"
+    if not meta_path.is_file():
+        notes.append("rig_aligned_phones: no meta/<clip>.json (not a SynthTalk corpus)")
+        return None
+    meta = json.loads(meta_path.read_text())
+    try:
+        num = int(str(meta["sentence_id"]).lstrip("s"))
+        pred = rig_from_aligned_phones(wav, meta["text"], int(meta["identity"]), num, clip.num_frames, fps)
+    except BaselineUnavailable as exc:
+        notes.append(f"rig_aligned_phones unavailable: {exc}")
+        return None
+    except Exception as exc:  # alignment failures are reported, not fatal
+        notes.append(f"rig_aligned_phones failed on some clips ({type(exc).__name__}: {exc})")
+        return None
+    if pred.shape[1] != clip.template.shape[0]:
+        notes.append("rig_aligned_phones: rig head does not match the corpus topology")
+        return None
+    return pred
 
 
 def _run_facts(trainer: Any) -> dict[str, Any]:
@@ -133,8 +165,10 @@ def write_report(results: dict[str, Any], path: Path, title: str, heatmap: Path 
             cells = [f"{m[k]:.4g}" if k in m else "-" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(m.get('clips', 0))} |")
         lines.append("")
+    for note in results.get("notes", []):
+        lines.append(f"Note: {note}")
     if heatmap is not None:
-        lines += ["## Per-vertex mean error", "", f"![error heatmap]({heatmap.name})", ""]
+        lines += ["", "## Per-vertex mean error", "", f"![error heatmap]({heatmap.name})", ""]
     with atomic_write(path, "w") as fh:
         fh.write("\n".join(lines))
 
