@@ -176,7 +176,9 @@ class Rig:
         B[_IDX["smile"], :, 0] = 0.0060 * sx * sm + 0.08 * x * wl
 
         # brow_raise: brows and forehead up; upper lid skin follows a little
-        above_eye = el > T_EYE + 4.5
+        # 0 on the lid margin and the lid skin that hugs the eyeball, 1 from the brow up, so
+        # the lids stay on the eyeball while the brows move
+        above_eye = _smoothstep(el, T_EYE + 5.5, 12.0)
         br = _g(el, 12.0, 6.5) * (1 - _smoothstep(a, 38.0, 55.0)) * grid * above_eye
         br = br + 0.35 * _smoothstep(el, 12.0, 30.0) * (1 - _smoothstep(el, 40.0, 70.0)) \
             * (1 - _smoothstep(a, 38.0, 60.0)) * grid
