@@ -87,9 +87,11 @@ def run(seconds: list[float], vertex_targets: list[int], fps: float, changes: in
                     side = grid_side(vt)
                     bpy.ops.mesh.primitive_grid_add(x_subdivisions=side, y_subdivisions=side, size=0.2)
                     obj = bpy.context.active_object
-                    v = len(obj.data.vertices)
+                    assert obj is not None and isinstance(obj.data, bpy.types.Mesh)
+                    mesh = obj.data
+                    v = len(mesh.vertices)
                     rest = np.empty(v * 3, np.float32)
-                    obj.data.vertices.foreach_get("co", rest)
+                    mesh.vertices.foreach_get("co", rest)
                     pc2 = os.path.join(work, "engine_out.pc2")
                     t0 = time.perf_counter()
                     write_synthetic_pc2(pc2, rest.reshape(-1, 3), t_count)

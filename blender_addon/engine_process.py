@@ -149,6 +149,7 @@ class EngineJob:
         self.cwd = cwd
         self.state = JobState()
         self.log: deque[str] = deque(maxlen=200)  # non-protocol stdout + stderr, for error messages
+        self.stages: list[str] = []  # progress stages in the order they were first reported
         self._proc: subprocess.Popen[str] | None = None
         self._queue: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -246,6 +247,8 @@ class EngineJob:
         kind = event["event"]
         if kind == "progress":
             self.state.stage = str(event.get("stage", self.state.stage))
+            if self.state.stage not in self.stages:
+                self.stages.append(self.state.stage)
             try:
                 self.state.fraction = min(1.0, max(0.0, float(event.get("fraction", 0.0))))
             except (TypeError, ValueError):

@@ -28,7 +28,7 @@ _ACTIVE: set[GenerateSession] = set()  # killed on unregister so no engine outli
 
 
 def scene_of(context: bpy.types.Context) -> bpy.types.Scene:
-    scene = scene_of(context)
+    scene = context.scene
     assert scene is not None, "no scene in this context"
     return scene
 

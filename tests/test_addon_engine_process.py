@@ -94,7 +94,8 @@ def test_job_success_reports_progress_and_result(tmp_path: Path, wav: str, ckpt:
     st = job.wait(timeout=120, on_progress=lambda s: seen.append(s.stage))
     assert st.finished and st.ok, st.message
     assert st.result == {"event": "done", "out": str(tmp_path / "out.pc2"), "frames": 30, "vertices": 4, "fps": 30.0}
-    assert st.fraction == 1.0 and "encode" in seen
+    assert st.fraction == 1.0 and seen  # the callback ran
+    assert job.stages == ["encode", "decode", "write"]
     assert "some library warning that is not JSON" in job.log  # non-protocol lines kept for errors
     frames = formats.read_pc2(str(tmp_path / "out.pc2"))
     assert frames.shape == (30, 4, 3)
@@ -113,6 +114,22 @@ def test_job_crash_message_names_exit_code_and_last_output(tmp_path: Path, wav: 
     st = _job(tmp_path, wav, ckpt, monkeypatch, PARLEY_FAKE_CRASH="1").start().wait(timeout=120)
     assert not st.ok and st.message.startswith("The engine failed (exit code 1).")
     assert "RuntimeError: simulated crash inside the engine" in st.message
+
+
+def test_progress_fraction_is_clamped_and_bad_values_ignored(tmp_path: Path) -> None:
+    script = tmp_path / "odd.py"
+    script.write_text(
+        "import json\n"
+        "for f in (1.7, 'x', -2):\n"
+        "    print(json.dumps({'event': 'progress', 'stage': 'decode', 'fraction': f}), flush=True)\n"
+        "raise SystemExit(3)\n")
+    job = ep.EngineJob([sys.executable, str(script)]).start()
+    fractions = []
+    while not job.poll().finished:
+        fractions.append(job.state.fraction)
+        time.sleep(0.01)
+    assert 0.0 <= min(fractions + [job.state.fraction]) and max(fractions + [job.state.fraction]) <= 1.0
+    assert job.state.message == "The engine failed (exit code 3)."
 
 
 def test_cancel_kills_the_process(tmp_path: Path, wav: str, ckpt: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,10 +167,14 @@ def test_done_without_output_file_is_a_failure(tmp_path: Path) -> None:
 
 
 def test_probe_interpreter(tmp_path: Path) -> None:
-    bad = ep.probe_interpreter(sys.executable, ep.engine_env(str(tmp_path)), timeout=60)  # engine not on the path
-    if bad.get("ok"):
-        pytest.skip("engine importable from site-packages; cannot test the failing probe here")
-    assert "No module named" in bad["error"]
+    # an interpreter without torch: this Python with site-packages disabled (-S)
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    bad = ep.probe_interpreter(str(bare), ep.engine_env(str(tmp_path)), timeout=60)
+    assert not bad["ok"] and bad["error"] == "ModuleNotFoundError: No module named 'torch'"
+    missing = ep.probe_interpreter(str(tmp_path / "nope"), {}, timeout=10)
+    assert not missing["ok"] and "could not run" in missing["error"]
     good = ep.probe_interpreter(sys.executable, ep.engine_env(str(ROOT)), timeout=120)
     assert good["ok"] and good["torch"].startswith("2.") and isinstance(good["cuda"], bool)
 
