@@ -86,7 +86,11 @@ def build_all(work: Path, engine_python: str, force_fake: bool = False) -> dict[
     work.mkdir(parents=True, exist_ok=True)
     topo = head_topology()
     head = work / "head.obj"
-    write_obj(head, topo.vertices, topo.faces)
+    default = ROOT / "engine" / "assets" / "default_head.obj"
+    if default.is_file():  # the file users get, imported as is (checks Blender keeps its order)
+        shutil.copyfile(default, head)
+    else:
+        write_obj(head, topo.vertices, topo.faces)
     # wrong vertex count / same vertices but different faces (fingerprint only)
     import trimesh
 
