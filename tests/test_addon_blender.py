@@ -25,7 +25,8 @@ EXPECTED_CHECKS = [
     "install_enable", "prefs_pip_command", "generate_cache", "generate_shapekeys_absolute",
     "generate_shapekeys_relative", "two_clips_coexist", "engine_failure_leaves_scene_unchanged",
     "real_engine_bad_audio_unchanged", "cancel_kills_engine_and_leaves_scene_unchanged",
-    "bake_failure_rolls_back", "topology_mismatch_refused", "request_from_panel_settings", "batch_end_to_end",
+    "bake_failure_rolls_back", "topology_mismatch_refused", "request_from_panel_settings",
+    "panel_and_preferences_draw", "batch_end_to_end",
     "batch_from_installed_extension_with_scene",
 ]
 

@@ -551,6 +551,60 @@ def request_from_panel_settings() -> str:
     return f"strip start 42; style from cache {os.path.basename(cache_path)}; sampled style {style.shape}"
 
 
+class MockLayout:
+    """Stands in for UILayout (panels cannot draw headless): records labels, checks that every
+    ``prop`` names a real property and every ``operator`` a registered operator."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def _child(self, *a: Any, **k: Any) -> "MockLayout":
+        return MockLayout(self.log)
+
+    box = row = column = split = _child
+
+    def prop(self, data: Any, name: str, **k: Any) -> None:
+        expect(name in data.bl_rna.properties, f"draw(): no property {name!r} on {data}")
+
+    def operator(self, idname: str, **k: Any) -> None:
+        mod, op = idname.split(".")
+        expect(hasattr(getattr(bpy.ops, mod), op), f"draw(): no operator {idname}")
+        self.log.append(f"[{idname}]")
+
+    def label(self, text: str = "", **k: Any) -> None:
+        self.log.append(text)
+
+
+@check
+def panel_and_preferences_draw() -> str:
+    """Run the panel's and preferences' draw code (no window headless) in a ready and a
+    not-ready state; the not-ready panel says why."""
+    obj = fresh_scene("draw", CFG["head_obj"])
+    assert obj is not None
+    set_engine("fake")
+    settings(CFG["wav_a"], "SHAPEKEYS")
+    log: list[str] = []
+    panel_cls = bpy.types.PARLEY_PT_generate
+    panel_cls.draw(type("P", (), {"layout": MockLayout(log)})(), bpy.context)
+    expect(any("5672 vertices" in t or "5,672 vertices" in t for t in log), f"no topology shown: {log}")
+    expect(not any("Topology mismatch" in t for t in log), f"ready state shows a problem: {log}")
+    bpy.context.scene.parley.audio_path = "/nonexistent.wav"
+    log2: list[str] = []
+    panel_cls.draw(type("P", (), {"layout": MockLayout(log2)})(), bpy.context)
+    expect("Audio file not found" in log2, f"reason not shown: {log2}")
+    prefs = bpy.context.preferences.addons[CFG["module"]].preferences
+    log3: list[str] = []
+    class Proxy:  # the real preferences, with a mock layout
+        layout = MockLayout(log3)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(prefs, name)
+
+    type(prefs).draw(Proxy(), bpy.context)
+    expect("[parley.install_deps]" in log3 and "[parley.check_engine]" in log3, f"prefs: {log3}")
+    return f"panel: {len(log)} labels; not ready: {[t for t in log2 if 'not found' in t]}"
+
+
 def _batch(script: str, args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_FAKE_")}
     env.pop("BLENDER_USER_RESOURCES", None)
