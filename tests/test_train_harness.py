@@ -132,3 +132,33 @@ def test_ddp_two_gloo_processes(corpus, tmp_path):
     # across ranks after training and rank 0 records the result)
     check = json.loads((out / "ddp_check.json").read_text())
     assert check["world"] == 2 and check["max_weight_diff"] == 0.0
+
+
+class _LearnableTone(ToneEncoder):
+    """ToneEncoder with a trainable gain, to watch the warm-up unfreeze it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(self.dim))
+
+    def forward(self, wav):
+        return super().forward(wav) * self.gain
+
+
+def test_encoder_frozen_during_warmup_then_finetuned(corpus, tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(corpus, "train.epochs=3", "train.warmup_epochs=1", "train.max_steps=0",
+                   "train.checkpoint_every=1000")
+    tr = Trainer(cfg, tmp_path / "ft", encoder_factory=lambda s: _LearnableTone())
+    assert tr.finetune and tr.model.encoders is not None
+    gain = tr.model.encoders[0].gain
+    # run epoch 0 only: encoder frozen, gain untouched
+    tr.cfg.train.max_steps = len(tr.batches(0))
+    tr.fit()
+    assert torch.equal(gain, torch.ones_like(gain)) and not gain.requires_grad
+    # the remaining epochs: unfrozen, gain trained by backprop through the live encoder
+    tr.cfg.train.max_steps = 0
+    tr.fit()
+    assert tr.epoch == 3 and gain.requires_grad
+    assert not torch.equal(gain, torch.ones_like(gain))
+    assert "encoders.0.gain" in tr.model.state_dict()

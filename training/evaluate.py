@@ -80,7 +80,8 @@ def evaluate_run(trainer: Any) -> dict[str, Any]:
         notes: list[str] = []
         for c in clips:
             gt = np.asarray(c.vertices, dtype=np.float32)
-            feats = trainer.cache.load(c, c.num_frames)
+            feats = (trainer.clip_features(c) if hasattr(trainer, "clip_features")
+                     else trainer.cache.load(c, c.num_frames))
             pred = predict_features(model, feats, c.template, fps)
             rows["model"].append(evaluate_all(pred, gt, c.template, masks, phones=c.phones, fps=fps))
             ref = torch.from_numpy(gt.copy()).unsqueeze(0).to(model.W.device)

@@ -730,6 +730,18 @@ class Trainer:
             batch["crop"] = torch.tensor(crop)
         return batch
 
+    @torch.no_grad()
+    def clip_features(self, clip: Clip) -> Tensor:
+        """Whole-clip features ``(T, C)`` for evaluation: the cache while the encoder is the
+        pretrained one, the model's own (fine-tuned) encoders otherwise."""
+        encs = getattr(self.model, "encoders", None)
+        if encs is None or self.encoder_frozen():
+            return self.cache.load(clip, clip.num_frames)
+        from engine.encoders import interpolate_features
+        wav = clip.load_wav()
+        parts = [interpolate_features(enc.encode(wav), clip.num_frames) for enc in encs]
+        return torch.cat(parts, dim=1)
+
     def live_features(self, wav: Tensor, crop: int) -> Tensor:
         from engine.encoders import interpolate_features
         parts = [interpolate_features(enc(wav), crop) for enc in self.model.encoders]
