@@ -17,9 +17,9 @@ bl_info = {  # legacy add-on metadata (Blender < 4.2 / installing from a folder)
     "category": "Animation",
 }
 
-import bpy  # noqa: E402
+import bpy
 
-from . import operators, panel, preferences, properties  # noqa: E402
+from . import operators, panel, preferences, properties
 
 _CLASSES = (*preferences.classes, *properties.classes, *operators.classes, *panel.classes)
 

@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 #: Python modules the engine needs in the interpreter that runs it.
 ENGINE_PROBE_CODE = (
@@ -157,7 +158,7 @@ class EngineJob:
         self._error_event: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "EngineJob":
+    def start(self) -> EngineJob:
         try:
             self._proc = subprocess.Popen(
                 self.cmd, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,

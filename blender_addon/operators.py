@@ -34,7 +34,7 @@ def scene_of(context: bpy.types.Context) -> bpy.types.Scene:
 
 
 def _settings(context: bpy.types.Context) -> Any:
-    return getattr(scene_of(context), "parley")
+    return getattr(scene_of(context), "parley")  # noqa: B009  (registered at runtime, unknown to the stubs)
 
 
 def _wm(context: bpy.types.Context) -> bpy.types.WindowManager:

@@ -18,7 +18,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         layout = self.layout
         assert layout is not None
         scene = operators.scene_of(context)
-        s = getattr(scene, "parley")
+        s = getattr(scene, "parley")  # noqa: B009  (registered at runtime)
         obj = context.active_object
         mesh = obj.data if obj is not None else None
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 
 def _is_mesh(_self: object, obj: bpy.types.Object) -> bool:
@@ -68,7 +74,7 @@ classes = (ParleySettings,)
 def register_props() -> None:
     # (the stubs type PointerProperty() as returning None; at runtime it is a deferred property)
     prop: Any = PointerProperty(type=ParleySettings)  # type: ignore[func-returns-value]
-    setattr(bpy.types.Scene, "parley", prop)
+    setattr(bpy.types.Scene, "parley", prop)  # noqa: B010  (the stubs do not know this attribute)
 
 
 def unregister_props() -> None:

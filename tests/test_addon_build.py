@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import build_addon  # noqa: E402
+import build_addon
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blender_addon import engine_process as ep  # noqa: E402  (no bpy import in this module)
-from blender_addon import formats  # noqa: E402
+from blender_addon import engine_process as ep
+from blender_addon import formats
 
 FAKE = str(ROOT / "tests" / "blender" / "fake_engine.py")
 

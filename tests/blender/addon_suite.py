@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import bpy
 import numpy as np
@@ -131,7 +132,7 @@ class Spy:
         self.orig = self.bake.bake
         self.copies: list[str] = []
 
-    def __enter__(self) -> "Spy":
+    def __enter__(self) -> Spy:
         def spy(scene: Any, obj: Any, pc2: str, opts: Any, frames: Any = None) -> Any:
             ref = os.path.join(CFG["work"], f"ref_{len(self.copies)}_{os.path.basename(pc2)}")
             shutil.copyfile(pc2, ref)
@@ -141,7 +142,7 @@ class Spy:
         self.bake.bake = spy
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.bake.bake = self.orig
 
 
@@ -429,7 +430,8 @@ def cancel_kills_engine_and_leaves_scene_unchanged() -> str:
         time.sleep(0.05)  # what the modal timer does
     expect(s.job.state.stage == "encode", "no progress line arrived")
     expect(s.job.running, "the engine should still be running")
-    pid = int(open(pidfile).read())
+    with open(pidfile) as fh:
+        pid = int(fh.read())
     s.cancel()  # what Esc does
     expect(not s.job.running, "engine still running after cancel")
     try:
@@ -457,7 +459,7 @@ def bake_failure_rolls_back() -> str:
 
         bake_mod._set_frame_range = boom
         try:
-            def run() -> tuple[set[str], str]:
+            def run(relative: bool = relative) -> tuple[set[str], str]:
                 bpy.context.scene.parley.relative_keys = relative
                 return run_op()
 
@@ -558,7 +560,7 @@ class MockLayout:
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
-    def _child(self, *a: Any, **k: Any) -> "MockLayout":
+    def _child(self, *a: Any, **k: Any) -> MockLayout:
         return MockLayout(self.log)
 
     box = row = column = split = _child

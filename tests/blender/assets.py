@@ -8,7 +8,6 @@ else a header-only checkpoint for the stand-in engine.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.topology import Topology  # noqa: E402
+from engine.topology import Topology
 
 
 def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -51,10 +50,10 @@ def real_engine_available(python: str) -> bool:
 
 def make_checkpoint(topo: Topology, path: Path, real: bool) -> None:
     if real:
+        import torch
+
         from engine.checkpoint import save_checkpoint
         from engine.models.composite_regional import CompositeRegionalModel
-
-        import torch
 
         torch.manual_seed(0)
         cfg = {"channels": 16, "decoder_layers": [1, 1], "style_layers": [1, 1], "alpha": 1.0}

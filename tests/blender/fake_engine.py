@@ -20,8 +20,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from engine.audio import num_frames  # noqa: E402
-from engine.exporters import write_pc2  # noqa: E402
+from engine.audio import num_frames
+from engine.exporters import write_pc2
 
 
 def emit(**kw: object) -> None:
