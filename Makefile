@@ -35,5 +35,24 @@ test: install sysdeps
 demo: install sysdeps
 	$(BIN)/python -m training.demo --out out/demo
 
+# Build the installable Blender extension zip (engine bundled) into dist/.
+addon: install
+	$(BIN)/python build_addon.py
+
+# Speed/memory benchmarks (not tests): engine (encoder/decoder/end to end) and Blender bake/playback.
+bench: install
+	$(BIN)/python -m engine.bench
+	$(BIN)/python blender_addon/bench.py
+
+# The full SynthTalk corpus and the real-speech evaluation set.
+data: install sysdeps
+	$(BIN)/python -m training.synthtalk generate --out data/synthtalk --preset full --workers 2
+	$(BIN)/python -m training.synthtalk realspeech --out data/realspeech
+
+# Reproduce the shipped default checkpoint (about 25-30 min on 2 CPU cores after `make data`).
+default-model: data
+	$(BIN)/python -m training.train --config training/configs/synthtalk_default.toml --out runs/synthtalk_default
+	cp runs/synthtalk_default/model.safetensors engine/assets/default.safetensors
+
 clean:
 	rm -rf $(VENV) $(VENV5) out build dist

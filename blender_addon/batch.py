@@ -110,7 +110,8 @@ def load_scene(args: argparse.Namespace, source_blend: str) -> None:
         bpy.ops.wm.open_mainfile(filepath=source_blend)
     elif args.mesh:
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        bpy.ops.wm.obj_import(filepath=os.path.abspath(args.mesh))
+        # Parley meshes are Z-up (Blender's own convention): import them without axis conversion
+        bpy.ops.wm.obj_import(filepath=os.path.abspath(args.mesh), forward_axis="Y", up_axis="Z")
         imported = list(bpy.context.selected_objects)
         if args.object and imported:
             imported[0].name = args.object
