@@ -193,6 +193,53 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+_BLAS: Any = None
+
+
+def _blas_threads_api():
+    """(get, set) for numpy's bundled OpenBLAS thread count, or None if not found."""
+    global _BLAS
+    if _BLAS is None:
+        import ctypes
+        import glob
+
+        _BLAS = False
+        libdir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+        for path in sorted(glob.glob(str(libdir / "*openblas*"))):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"openblas_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"openblas_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    _BLAS = (get, set_)
+                    break
+            if _BLAS:
+                break
+    return _BLAS or None
+
+
+class _SingleThreadBLAS:
+    """Matrix products give bit-different results with 1 or 2 OpenBLAS threads (measured), so the
+    rig runs single-threaded: the corpus is then byte-identical whatever the worker count. Workers
+    are processes, so nothing is lost."""
+
+    def __enter__(self):
+        api = _blas_threads_api()
+        self._old = None
+        if api is not None:
+            self._old = api[0]()
+            api[1](1)
+        return self
+
+    def __exit__(self, *exc):
+        api = _blas_threads_api()
+        if api is not None and self._old is not None:
+            api[1](self._old)
+
+
 def render_clip(plan: ClipPlan, out: Path, fps: float = FPS) -> dict:
     """Synthesise, animate and write one clip; returns its summary row."""
     from engine.audio import num_frames
@@ -210,7 +257,8 @@ def render_clip(plan: ClipPlan, out: Path, fps: float = FPS) -> dict:
     T = num_frames(len(wav), fps)
     style = style_for_subject(plan.subject, plan.seed)
     controls, events = animate_controls(phones, T, fps, style, rng, audio=wav, return_events=True)
-    verts = _rig(plan.subject).pose(controls).astype(np.float32)
+    with _SingleThreadBLAS():
+        verts = _rig(plan.subject).pose(controls).astype(np.float32)
     V = verts.shape[1]
     _atomic_bytes(out / "wav" / f"{plan.name}.wav", _wav_bytes(wav))
     _atomic_bytes(out / "vertices_npy" / f"{plan.name}.npy", _npy_bytes(verts.reshape(T, V * 3)))

@@ -114,7 +114,7 @@ def build_realspeech(out: str | os.PathLike, cache: str | os.PathLike | None = N
 
     from .align import align
     from .coarticulation import CONTROLS, SpeakerStyle, animate_controls
-    from .generate import _atomic_bytes, _json_bytes, _npy_bytes, _wav_bytes
+    from .generate import _SingleThreadBLAS, _atomic_bytes, _json_bytes, _npy_bytes, _wav_bytes
     from .head import build_head
     from .head import identity as identity_params
     from .rig import Rig
@@ -144,7 +144,8 @@ def build_realspeech(out: str | os.PathLike, cache: str | os.PathLike | None = N
         T = num_frames(len(wav), fps)
         rng = np.random.default_rng([seed, 404, k])
         controls, events = animate_controls(phones, T, fps, style, rng, audio=wav, return_events=True)
-        verts = rig.pose(controls).astype(np.float32)
+        with _SingleThreadBLAS():
+            verts = rig.pose(controls).astype(np.float32)
         name = f"{subject}_{u['id']}"
         _atomic_bytes(out / "wav" / f"{name}.wav", _wav_bytes(wav))
         _atomic_bytes(out / "vertices_npy" / f"{name}.npy", _npy_bytes(verts.reshape(T, -1)))

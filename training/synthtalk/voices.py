@@ -231,23 +231,67 @@ class _Espeak:
         return 0
 
     def synth(self, text: str, voice: VoiceSpec) -> tuple[np.ndarray, list[tuple]]:
-        name = voice.voice + (f"+{voice.variant}" if voice.variant else "")
+        """Synthesise in a forked child where possible.
+
+        espeak-ng carries state from one utterance to the next (measured: phone times shift by a
+        few samples and utterance lengths by up to ~40 ms depending on what was spoken before), so
+        a corpus would depend on the order in which a worker happened to get its clips. A child
+        forked from a process that has initialised espeak but never spoken starts from the same
+        state every time, which makes every clip reproducible on its own.
+        """
+        if not hasattr(os, "fork"):
+            return self._synth_here(text, voice)
+        import pickle
+
         with self.lock:
-            if self.lib.espeak_SetVoiceByName(name.encode()) != 0:
-                raise SynthesisError(f"espeak-ng has no voice {name!r} (see `espeak-ng --voices=en`)")
-            if voice.rate is not None:
-                self.lib.espeak_SetParameter(_P_RATE, int(voice.rate), 0)
-            if voice.pitch is not None:
-                self.lib.espeak_SetParameter(_P_PITCH, int(voice.pitch), 0)
-            self._chunks, self._events = [], []
-            data = text.encode("utf-8")
-            buf = ctypes.create_string_buffer(data)
-            err = self.lib.espeak_Synth(buf, len(data) + 1, 0, 0, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
-            if err != 0:
-                raise SynthesisError(f"espeak_Synth failed with code {err}")
-            self.lib.espeak_Synchronize()
-            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return wav.astype(np.float32) / 32768.0, list(self._events)
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: speak, send, exit without running any Python cleanup
+                code = 0
+                try:
+                    os.close(r)
+                    try:
+                        payload = pickle.dumps(("ok", self._synth_unlocked(text, voice)))
+                    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                        payload = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+                    with os.fdopen(w, "wb") as fh:
+                        fh.write(payload)
+                except BaseException:  # noqa: BLE001
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(w)
+            with os.fdopen(r, "rb") as fh:
+                data = fh.read()
+            os.waitpid(pid, 0)
+        if not data:
+            raise SynthesisError("espeak-ng child process died without a result")
+        status, value = pickle.loads(data)  # from our own forked child, not untrusted input
+        if status != "ok":
+            raise SynthesisError(value)
+        return value
+
+    def _synth_here(self, text: str, voice: VoiceSpec) -> tuple[np.ndarray, list[tuple]]:
+        with self.lock:
+            return self._synth_unlocked(text, voice)
+
+    def _synth_unlocked(self, text: str, voice: VoiceSpec) -> tuple[np.ndarray, list[tuple]]:
+        name = voice.voice + (f"+{voice.variant}" if voice.variant else "")
+        if self.lib.espeak_SetVoiceByName(name.encode()) != 0:
+            raise SynthesisError(f"espeak-ng has no voice {name!r} (see `espeak-ng --voices=en`)")
+        if voice.rate is not None:
+            self.lib.espeak_SetParameter(_P_RATE, int(voice.rate), 0)
+        if voice.pitch is not None:
+            self.lib.espeak_SetParameter(_P_PITCH, int(voice.pitch), 0)
+        self._chunks, self._events = [], []
+        data = text.encode("utf-8")
+        buf = ctypes.create_string_buffer(data)
+        err = self.lib.espeak_Synth(buf, len(data) + 1, 0, 0, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
+        if err != 0:
+            raise SynthesisError(f"espeak_Synth failed with code {err}")
+        self.lib.espeak_Synchronize()
+        wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return wav.astype(np.float32) / 32768.0, list(self._events)
 
 
 _espeak_instance: _Espeak | None = None
