@@ -151,9 +151,14 @@ def test_presets_and_bad_input():
         G.CorpusConfig("x", {"train": [0]}, {"train": 1}, ["flite_awb"], [])
 
 
-def test_existing_corpus_is_not_overwritten_silently(corpus):
+def test_existing_corpus_is_kept_or_refused(corpus):
+    before = (corpus / "dataset.json").read_bytes()
+    # same config: nothing to do (so `make data` can be re-run), nothing rewritten
+    assert G.generate(corpus, G.preset("small"), workers=1, progress=False)["total_clips"] == 24
+    assert (corpus / "dataset.json").read_bytes() == before
+    # another config: refused unless --overwrite
     with pytest.raises(FileExistsError, match="--overwrite"):
-        G.generate(corpus, G.preset("small"), workers=1, progress=False)
+        G.generate(corpus, G.preset("small", seed=3), workers=1, progress=False)
 
 
 @pytest.mark.slow

@@ -323,7 +323,10 @@ def generate(out: str | os.PathLike, cfg: CorpusConfig, workers: int = 2, progre
         if not overwrite and not (out / "dataset.json").exists():
             raise FileExistsError(f"{out} exists and is not a SynthTalk corpus; choose an empty folder")
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a corpus; pass --overwrite to rebuild it")
+            existing = _existing_summary(out, cfg)
+            if existing is not None:  # same generator, same config, every clip present: nothing to do
+                return existing
+            raise FileExistsError(f"{out} already holds a different corpus; pass --overwrite to rebuild it")
         for sub in ("wav", "vertices_npy", "controls", "phones", "meta"):
             shutil.rmtree(out / sub, ignore_errors=True)
     for sub in ("wav", "vertices_npy", "controls", "phones", "meta"):
@@ -365,6 +368,19 @@ def generate(out: str | os.PathLike, cfg: CorpusConfig, workers: int = 2, progre
         raise RuntimeError(f"{len(errors)} of {len(plans)} clips failed: {shown}")
     rows.sort(key=lambda r: r["clip"])
     summary = _write_corpus_files(out, cfg, plans, rows, time.time() - t0, workers)
+    return summary
+
+
+def _existing_summary(out: Path, cfg: CorpusConfig) -> dict | None:
+    """The summary of a complete corpus in ``out`` built by this generator with ``cfg``, else None."""
+    try:
+        summary = json.loads((out / "dataset.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if summary.get("generator") != GENERATOR_VERSION or summary.get("config") != json.loads(json.dumps(asdict(cfg))):
+        return None
+    if not all((out / "vertices_npy" / f"{p.name}.npy").exists() for p in plan_clips(cfg)):
+        return None
     return summary
 
 

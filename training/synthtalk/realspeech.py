@@ -122,7 +122,10 @@ def build_realspeech(out: str | os.PathLike, cache: str | os.PathLike | None = N
     t0 = time.time()
     out = Path(out)
     if (out / "dataset.json").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a dataset; pass --overwrite to rebuild it")
+        existing = json.loads((out / "dataset.json").read_text())
+        if existing.get("name") != "SynthTalk-realspeech":
+            raise FileExistsError(f"{out} already holds another dataset; choose another folder or pass --overwrite")
+        return existing  # already built (keeps `make data` re-runnable)
     for sub in ("wav", "vertices_npy", "controls", "phones", "meta"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     data = fetch_pocketsphinx_source(cache)
