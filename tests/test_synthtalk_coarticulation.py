@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.synthtalk.coarticulation import (CONTROLS, VISEMES, SpeakerStyle, animate_controls,
-                                               phone_viseme, style_for_subject)
+from training.synthtalk.coarticulation import (
+    CONTROLS,
+    VISEMES,
+    SpeakerStyle,
+    animate_controls,
+    phone_viseme,
+    style_for_subject,
+)
 
 I = {c: i for i, c in enumerate(CONTROLS)}
 FPS = 30.0

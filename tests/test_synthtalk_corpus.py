@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +142,7 @@ def test_presets_and_bad_input():
     full = G.preset("full")
     assert full.total_clips >= 2000
     assert len(full.train_voices) + len(full.heldout_voices) >= 10
-    assert sorted(sum(full.subjects.values(), [])) == list(range(12))
+    assert sorted(i for v in full.subjects.values() for i in v) == list(range(12))
     assert G.preset("full", clips=100).total_clips == pytest.approx(100, abs=6)
     with pytest.raises(KeyError, match="unknown preset"):
         G.preset("huge")

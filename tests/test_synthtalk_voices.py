@@ -2,6 +2,8 @@
 pocketsphinx forced alignment."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,13 @@ pytest.importorskip("pocketsphinx")
 
 from training.synthtalk.align import align, compare_timings, fill_silence
 from training.synthtalk.text import ARPABET
-from training.synthtalk.voices import VOICES, augment, engine_available, synthesize, voice_by_name
+from training.synthtalk.voices import (
+    VOICES,
+    augment,
+    engine_available,
+    synthesize,
+    voice_by_name,
+)
 
 SENTENCES = ["The old farmer carried a heavy basket across the bridge.",
              "Please measure the purple cushion before Monday."]
@@ -23,7 +31,7 @@ def _check_timeline(wav, phones, words):
     assert wav.dtype == np.float32 and wav.ndim == 1
     dur = len(wav) / 16000
     assert phones[0][1] == 0.0 and abs(phones[-1][2] - dur) < 1e-3
-    for (a, _, e), (_, s, _) in zip(phones[:-1], phones[1:]):
+    for (_, _, e), (_, s, _) in itertools.pairwise(phones):
         assert abs(e - s) < 1e-6, "phones must be contiguous"
     assert all(p[0] in ARPABET or p[0] == "sil" for p in phones)
     assert all(e > s for _, s, e in phones)
@@ -89,7 +97,7 @@ def test_fill_silence_makes_a_contiguous_timeline():
 
 def test_augment_rescales_timings_with_the_audio():
     wav, phones, words = synthesize(SENTENCES[0], "flite_slt")
-    aug, p2, w2, params = augment(wav, phones, words, np.random.default_rng(3))
+    aug, p2, _, params = augment(wav, phones, words, np.random.default_rng(3))
     assert abs(len(aug) / len(wav) - 1 / params["speed"]) < 0.01
     assert abs(p2[-1][2] - len(aug) / 16000) < 1e-3
     assert len([p for p in p2 if p[0] != "sil"]) == len([p for p in phones if p[0] != "sil"])

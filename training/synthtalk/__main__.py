@@ -59,10 +59,16 @@ def _cmd_check(a: argparse.Namespace) -> int:
                 continue
             res.append(compare_timings(phones, ref))
         n = sum(r.matched for r in res)
-        w = lambda f: float(np.average([getattr(r, f) for r in res], weights=[r.matched for r in res])) * 1000 if n else float("nan")  # noqa: E731
+        weights = [r.matched for r in res]
+
+        def ms(field: str, res=res, weights=weights, n=n) -> float:
+            if not n:
+                return float("nan")
+            return round(float(np.average([getattr(r, field) for r in res], weights=weights)) * 1000, 1)
+
         report[v.name] = {"sentences": len(res), "align_failures": fails, "phones": n,
-                          "mean_abs_ms": round(w("mean_abs"), 1), "median_abs_ms": round(w("median_abs"), 1),
-                          "mean_signed_ms": round(w("mean_signed"), 1)}
+                          "mean_abs_ms": ms("mean_abs"), "median_abs_ms": ms("median_abs"),
+                          "mean_signed_ms": ms("mean_signed")}
         print(f"{v.name:18s} {json.dumps(report[v.name])}", flush=True)
     if a.json:
         print(json.dumps(report))

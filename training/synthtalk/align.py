@@ -17,7 +17,7 @@ import numpy as np
 
 from .text import words_of
 
-__all__ = ["AlignmentError", "align", "fill_silence", "compare_timings", "TimingAgreement"]
+__all__ = ["AlignmentError", "TimingAgreement", "align", "compare_timings", "fill_silence"]
 
 PAD_S = 0.3
 DITHER = 3e-4  # about -70 dBFS
@@ -47,7 +47,7 @@ def _get_decoder():
 
 def _map_phone(name: str) -> str:
     name = name.upper()
-    if name in ("SIL",) or name.startswith("+") or name.startswith("<"):
+    if name == "SIL" or name.startswith(("+", "<")):
         return "sil"
     return re.sub(r"\d", "", name)
 
@@ -86,7 +86,9 @@ def fill_silence(phones: list[Phone], duration: float, min_gap: float = 1e-3) ->
 def align(wav: np.ndarray, text: str, sample_rate: int = SAMPLE_RATE) -> tuple[list[Phone], list[Phone]]:
     """Force-align ``text`` to mono 16 kHz ``wav``: (phones, words) with times in seconds.
 
-    Phones are ARPAbet without stress or ``sil``, contiguous over the whole clip.
+    Phones are ARPAbet without stress or ``sil``, contiguous over the whole clip. pocketsphinx
+    occasionally fails to reach the final state on a clip; the alignment is then retried with a
+    different (still inaudible) dither level before giving up with :class:`AlignmentError`.
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"align() needs 16 kHz audio, got {sample_rate} Hz; resample first")
@@ -94,11 +96,22 @@ def align(wav: np.ndarray, text: str, sample_rate: int = SAMPLE_RATE) -> tuple[l
     if not words:
         raise AlignmentError(f"no words to align in {text!r}")
     x = np.asarray(wav, dtype=np.float32).reshape(-1)
+    last: AlignmentError | None = None
+    for level in (DITHER, 3 * DITHER, DITHER / 3):
+        try:
+            return _align_once(x, text, words, level)
+        except AlignmentError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _align_once(x: np.ndarray, text: str, words: list[str], dither: float) -> tuple[list[Phone], list[Phone]]:
     pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
     padded = np.concatenate([pad, x, pad])
     # Digital silence (exact zeros, which TTS engines emit in pauses) breaks pocketsphinx's energy
     # features and makes it end the utterance at the first pause: add a fixed, inaudible dither.
-    padded = padded + DITHER * np.random.default_rng(0).standard_normal(len(padded)).astype(np.float32)
+    padded = padded + dither * np.random.default_rng(0).standard_normal(len(padded)).astype(np.float32)
     pcm = (np.clip(padded, -1, 1) * 32767).astype(np.int16).tobytes()
     duration = len(x) / SAMPLE_RATE
     with _lock:
@@ -109,7 +122,7 @@ def align(wav: np.ndarray, text: str, sample_rate: int = SAMPLE_RATE) -> tuple[l
             d.set_alignment()
             d.start_utt(); d.process_raw(pcm, full_utt=True); d.end_utt()
             al = d.get_alignment()
-        except Exception as exc:  # pocketsphinx raises RuntimeError/ValueError with terse messages
+        except Exception as exc:  # noqa: BLE001 - pocketsphinx raises RuntimeError/ValueError tersely
             raise AlignmentError(f"pocketsphinx failed to align {text!r}: {exc}") from None
         if al is None:
             raise AlignmentError(f"pocketsphinx found no alignment for {text!r}")
@@ -118,7 +131,7 @@ def align(wav: np.ndarray, text: str, sample_rate: int = SAMPLE_RATE) -> tuple[l
         for w in al:
             name = re.sub(r"\(\d+\)$", "", w.name)
             ws, we = w.start / 100.0 - PAD_S, (w.start + w.duration) / 100.0 - PAD_S
-            if not name.startswith("<") and not name.startswith("["):
+            if not name.startswith(("<", "[")):
                 out_words.append((name, round(max(0.0, ws), 5), round(min(duration, we), 5)))
             for p in w:
                 ps, pe = p.start / 100.0 - PAD_S, (p.start + p.duration) / 100.0 - PAD_S

@@ -25,8 +25,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = [
-    "CONTROLS", "VISEMES", "PHONE_VISEME", "VISEME_TARGETS", "SpeakerStyle", "style_for_subject",
-    "animate_controls", "speech_controls", "phone_viseme",
+    "CONTROLS",
+    "PHONE_VISEME",
+    "VISEMES",
+    "VISEME_TARGETS",
+    "SpeakerStyle",
+    "animate_controls",
+    "phone_viseme",
+    "speech_controls",
+    "style_for_subject",
 ]
 
 CONTROLS = ["jaw_open", "lips_close", "lips_press", "pucker", "funnel", "stretch", "lower_lip_tuck",
@@ -50,27 +57,27 @@ PHONE_VISEME = {
 
 # Targets per viseme, for the SPEECH controls (others stay 0). Values chosen by looking at the rig.
 VISEME_TARGETS: dict[str, dict[str, float]] = {
-    "sil": dict(jaw_open=0.03, lips_close=0.35),
-    "PBM": dict(jaw_open=0.08, lips_close=1.0, lips_press=0.45),
-    "FV": dict(jaw_open=0.14, lower_lip_tuck=1.0, upper_lip_raise=0.25),
-    "TH": dict(jaw_open=0.2, stretch=0.15, upper_lip_raise=0.15),
-    "TD": dict(jaw_open=0.2, stretch=0.15),
-    "KG": dict(jaw_open=0.3, stretch=0.1),
-    "CH": dict(jaw_open=0.15, funnel=0.85, pucker=0.35, upper_lip_raise=0.2),
-    "SZ": dict(jaw_open=0.08, stretch=0.5, smile=0.1),
-    "NL": dict(jaw_open=0.22, stretch=0.1),
-    "R": dict(jaw_open=0.15, funnel=0.45, pucker=0.45),
-    "OPEN": dict(jaw_open=0.72, stretch=0.1),
-    "MID": dict(jaw_open=0.45, stretch=0.3),
-    "CLOSE_FRONT": dict(jaw_open=0.18, stretch=0.6, smile=0.15),
-    "ROUNDED": dict(jaw_open=0.28, pucker=0.85, funnel=0.5),
-    "NEUTRAL": dict(jaw_open=0.3),
+    "sil": {"jaw_open": 0.03, "lips_close": 0.35},
+    "PBM": {"jaw_open": 0.08, "lips_close": 1.0, "lips_press": 0.45},
+    "FV": {"jaw_open": 0.14, "lower_lip_tuck": 1.0, "upper_lip_raise": 0.25},
+    "TH": {"jaw_open": 0.2, "stretch": 0.15, "upper_lip_raise": 0.15},
+    "TD": {"jaw_open": 0.2, "stretch": 0.15},
+    "KG": {"jaw_open": 0.3, "stretch": 0.1},
+    "CH": {"jaw_open": 0.15, "funnel": 0.85, "pucker": 0.35, "upper_lip_raise": 0.2},
+    "SZ": {"jaw_open": 0.08, "stretch": 0.5, "smile": 0.1},
+    "NL": {"jaw_open": 0.22, "stretch": 0.1},
+    "R": {"jaw_open": 0.15, "funnel": 0.45, "pucker": 0.45},
+    "OPEN": {"jaw_open": 0.72, "stretch": 0.1},
+    "MID": {"jaw_open": 0.45, "stretch": 0.3},
+    "CLOSE_FRONT": {"jaw_open": 0.18, "stretch": 0.6, "smile": 0.15},
+    "ROUNDED": {"jaw_open": 0.28, "pucker": 0.85, "funnel": 0.5},
+    "NEUTRAL": {"jaw_open": 0.3},
 }
 # Per-phone adjustments on top of the viseme target.
 PHONE_OVERRIDES: dict[str, dict[str, float]] = {
-    "AH": dict(jaw_open=0.45), "AO": dict(jaw_open=0.55, pucker=0.55, funnel=0.6), "ER": dict(jaw_open=0.3, funnel=0.35, pucker=0.25),
-    "M": dict(lips_press=0.2), "P": dict(lips_press=0.6), "W": dict(jaw_open=0.12, pucker=1.0, funnel=0.3),
-    "UW": dict(jaw_open=0.18, pucker=1.0), "IH": dict(jaw_open=0.25, stretch=0.45), "AE": dict(jaw_open=0.68, stretch=0.35),
+    "AH": {"jaw_open": 0.45}, "AO": {"jaw_open": 0.55, "pucker": 0.55, "funnel": 0.6}, "ER": {"jaw_open": 0.3, "funnel": 0.35, "pucker": 0.25},
+    "M": {"lips_press": 0.2}, "P": {"lips_press": 0.6}, "W": {"jaw_open": 0.12, "pucker": 1.0, "funnel": 0.3},
+    "UW": {"jaw_open": 0.18, "pucker": 1.0}, "IH": {"jaw_open": 0.25, "stretch": 0.45}, "AE": {"jaw_open": 0.68, "stretch": 0.35},
 }
 # Diphthongs: (first part, second part, fraction of the duration in the first part)
 DIPHTHONGS = {"AY": ("AA", "IY", 0.55), "AW": ("AA", "UW", 0.55), "OY": ("AO", "IY", 0.5),
@@ -129,7 +136,7 @@ class SpeakerStyle:
     tempo_sharpness: float = 1.0
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "SpeakerStyle":
+    def sample(cls, rng: np.random.Generator) -> SpeakerStyle:
         return cls(
             articulation=round(float(rng.uniform(0.75, 1.2)), 4),
             jaw_scale=round(float(rng.uniform(0.7, 1.3)), 4),
@@ -141,7 +148,7 @@ class SpeakerStyle:
         )
 
     @classmethod
-    def neutral(cls) -> "SpeakerStyle":
+    def neutral(cls) -> SpeakerStyle:
         return cls()
 
     def to_dict(self) -> dict:

@@ -23,16 +23,23 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .text import Sentence, load_sentences, sentence_split
-from .voices import VOICES, VoiceSpec, AugmentConfig, augment, engine_available, synthesize, voice_by_name
+from .voices import (
+    VOICES,
+    AugmentConfig,
+    augment,
+    engine_available,
+    synthesize,
+    voice_by_name,
+)
 
-__all__ = ["CorpusConfig", "PRESETS", "preset", "plan_clips", "ClipPlan", "generate", "GENERATOR_VERSION"]
+__all__ = ["GENERATOR_VERSION", "PRESETS", "ClipPlan", "CorpusConfig", "generate", "plan_clips", "preset"]
 
 GENERATOR_VERSION = "synthtalk-1"
 FPS = 30.0
@@ -101,7 +108,7 @@ def preset(name: str, clips: int | None = None, seed: int = 0, augment: bool = F
         if clips < len(cfg.subjects) or clips < 1:
             raise ValueError(f"--clips must be at least {len(cfg.subjects)} (one per split), got {clips}")
         scale = clips / cfg.total_clips
-        per = {k: max(1, int(round(v * scale))) for k, v in cfg.clips_per_subject.items()}
+        per = {k: max(1, round(v * scale)) for k, v in cfg.clips_per_subject.items()}
         cfg = replace(cfg, clips_per_subject=per)
     return cfg
 

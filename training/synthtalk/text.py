@@ -22,8 +22,17 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
-    "ARPABET", "VOWELS", "Sentence", "cmudict", "cmudict_path", "words_of", "pronounce",
-    "generate_sentences", "load_sentences", "sentence_split", "phone_counts",
+    "ARPABET",
+    "VOWELS",
+    "Sentence",
+    "cmudict",
+    "cmudict_path",
+    "generate_sentences",
+    "load_sentences",
+    "phone_counts",
+    "pronounce",
+    "sentence_split",
+    "words_of",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -33,10 +42,8 @@ DEFAULT_COUNT = 2400
 DEFAULT_SEED = 20240611
 
 # CMU 39-phone set (no stress digits).
-ARPABET = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
-).split()
-VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+ARPABET = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH"]
+VOWELS = frozenset(["AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"])
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,17 @@ import numpy as np
 from .align import Phone, align, fill_silence
 from .text import words_of
 
-__all__ = ["VoiceSpec", "VOICES", "voice_by_name", "synthesize", "SynthesisError", "augment",
-           "AugmentConfig", "to_16k", "engine_available"]
+__all__ = [
+    "VOICES",
+    "AugmentConfig",
+    "SynthesisError",
+    "VoiceSpec",
+    "augment",
+    "engine_available",
+    "synthesize",
+    "to_16k",
+    "voice_by_name",
+]
 
 SAMPLE_RATE = 16000
 
@@ -336,7 +345,7 @@ def _refine_stop_onsets(phones: list[list], wav: np.ndarray, sr: int, max_shift:
         return phones
     env = np.sqrt(np.mean(np.square(wav[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
     for k in range(1, len(phones)):
-        lab, s, e = phones[k]
+        lab, s = phones[k][0], phones[k][1]
         prev = phones[k - 1]
         if lab not in _UNVOICED_STOPS or prev[0] == "sil":
             continue
@@ -413,7 +422,7 @@ def _synth_festival(text: str, voice: VoiceSpec):
         )
         scm = os.path.join(td, "synth.scm")
         Path(scm).write_text(script, encoding="utf-8")
-        res = subprocess.run(["festival", "-b", scm], capture_output=True, text=True, timeout=120)
+        res = subprocess.run(["festival", "-b", scm], capture_output=True, text=True, timeout=120, check=False)
         if res.returncode != 0 or not os.path.exists(wav_path):
             raise SynthesisError(f"festival failed for voice {voice.voice}: {res.stderr.strip()[-500:]}")
         import soundfile as sf
@@ -450,7 +459,7 @@ def _synth_flite(text: str, voice: VoiceSpec):
         if voice.pitch:
             cmd += ["--setf", f"int_f0_target_mean={float(voice.pitch):.1f}"]
         cmd += ["-t", text, "-o", wav_path]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if res.returncode != 0 or not os.path.exists(wav_path):
             raise SynthesisError(f"flite failed for voice {voice.voice}: {res.stderr.strip()[-500:]}")
         import soundfile as sf
@@ -541,7 +550,7 @@ def augment(wav: np.ndarray, phones: list[Phone], words: list[Phone], rng: np.ra
     params: dict = {}
     factor = float(rng.uniform(*cfg.speed))
     # speed f: play f times faster = resample to len/f samples. Rational approximation /100.
-    up, down = 100, int(round(100 * factor))
+    up, down = 100, round(100 * factor)
     g = gcd(up, down)
     out = resample_poly(wav, up // g, down // g).astype(np.float32)
     scale = (up / down)  # new time = old time * len_new/len_old
