@@ -107,7 +107,8 @@ class TrainConfig:
     pack_seconds: float = 0.0            # >0: encode several short clips per encoder window when caching
     save_half: bool = True               # model.safetensors in fp16 (the shipped format)
     stop_after_steps: int = 0            # testing aid: exit abruptly after this step's checkpoint (simulates a kill)
-    style_reference: str = "self"        # "self": the clip's own motion is the reference (authors' protocol)
+    style_reference: str = "self"        # "self": the clip's own motion (authors' code); "subject": another clip
+                                         # of the same speaker; "none": neutral style only
 
 
 @dataclass
@@ -158,6 +159,8 @@ def _coerce(section: str, key: str, cls: type, value: Any) -> Any:
         return value
     if isinstance(default, tuple):
         return tuple(value)
+    if isinstance(default, list) and not isinstance(value, list):
+        raise ConfigError(f"[{section}] {key} must be a list, got {value!r} (quote strings inside: key=[\"a\"])")
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"[{section}] {key} must be a string, got {value!r}")
     return value
@@ -723,12 +726,34 @@ class Trainer:
                 s1 = s0 + max(320, int(round(crop / fps * 16000)))
                 wavs.append(torch.from_numpy(np.pad(wav[s0:s1], (0, max(0, s1 - len(wav))))))
         batch = {"vertices": torch.stack(verts), "template": torch.stack(temps)}
+        if self.cfg.train.style_reference == "subject":
+            batch["reference"] = self._subject_references(epoch, idx)
         if feats:
             batch["features"] = torch.stack(feats)
         else:
             batch["wav"] = torch.stack(wavs)
             batch["crop"] = torch.tensor(crop)
         return batch
+
+    def _subject_references(self, epoch: int, idx: list[int]) -> Tensor:
+        """Per batch item, a crop of *another* clip of the same subject (seeded): the style then has to
+        describe the speaker, not leak the target clip's own motion statistics."""
+        if not hasattr(self, "_by_subject"):
+            self._by_subject: dict[str, list[int]] = {}
+            for j, c in enumerate(self.train_clips):
+                self._by_subject.setdefault(c.subject, []).append(j)
+        picks = []
+        for i in idx:
+            rng = np.random.default_rng([self.cfg.train.seed, epoch, i, 7])
+            pool = [j for j in self._by_subject[self.train_clips[i].subject] if j != i] or [i]
+            picks.append(self.train_clips[int(pool[rng.integers(len(pool))])])
+        n = max(1, min([self.cfg.train.crop_frames] + [c.num_frames for c in picks]))
+        refs = []
+        for i, c in zip(idx, picks):
+            rng = np.random.default_rng([self.cfg.train.seed, epoch, i, 8])
+            s = int(rng.integers(0, c.num_frames - n + 1))
+            refs.append(torch.from_numpy(np.array(c.vertices[s:s + n], dtype=np.float32)))
+        return torch.stack(refs)
 
     @torch.no_grad()
     def clip_features(self, clip: Clip) -> Tensor:
@@ -759,7 +784,15 @@ class Trainer:
             feats = batch["features"].to(self.device)
         else:
             feats = self.live_features(batch["wav"].to(self.device), int(batch["crop"]))
-        reference = verts if self.cfg.train.style_reference == "self" else None
+        mode = self.cfg.train.style_reference
+        if mode == "self":
+            reference = verts
+        elif mode == "subject":
+            reference = batch["reference"].to(self.device)
+        elif mode == "none":
+            reference = None
+        else:
+            raise ConfigError(f"train.style_reference must be self, subject or none, got {mode!r}")
         pred = self.ddp(feats, template=temp, reference=reference)
         terms = composite_regional_loss(self.model, pred, verts, beta=self.cfg.optim.beta)
         self.opt.zero_grad(set_to_none=True)

@@ -74,6 +74,7 @@ class CompositeRegionalConfig:
     alpha: float = 0.1                      # eq. 3 output scale
     encoders: list[dict] = field(default_factory=lambda: [{"kind": "whisper", "name_or_path": None, "layer": -1}])
     encoder_in_model: bool = False          # True when the encoder is fine-tuned (its weights then live in the checkpoint)
+    norm: str = "layer"                     # "layer" (per-frame LayerNorm) or "batch" (ResNet's BatchNorm)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CompositeRegionalConfig":
@@ -94,25 +95,54 @@ class CompositeRegionalConfig:
         return d
 
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels, per frame, on ``(B, C, T)``.
+
+    Unlike BatchNorm it behaves the same in training and inference and does not depend on the
+    other clips in a batch; unlike GroupNorm/InstanceNorm it does not look across time, so the
+    decoder keeps its finite receptive field (exact windowed inference).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.transpose(1, 2)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return ChannelNorm(channels)
+    raise ValueError(f"norm must be 'layer' or 'batch', got {kind!r}")
+
+
 class BasicBlock1D(nn.Module):
-    """ResNet basic block on sequences: ``x + BN(conv3(ReLU(BN(conv3(x)))))``.
+    """ResNet basic block on sequences: ``x + N(conv3(ReLU(N(conv3(x)))))``.
 
     Kernel 3, padding 1, so the block keeps the length when ``stride == 1``.  There is no ReLU
     after the addition (as in the authors' blocks): the decoder's last block outputs ``Z_pred``,
-    which must be signed to mean "move this way or the other" through ``W``.  The last BN's
+    which must be signed to mean "move this way or the other" through ``W``.  The last norm's
     scale starts at zero, so every block starts as the identity (stable deep training).
+    ``N`` is :class:`ChannelNorm` by default, BatchNorm with ``norm="batch"`` (the ResNet original;
+    we measured a large train/inference gap with it on SynthTalk crops, see the report).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, norm: str = "layer") -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm1d(out_ch)
+        self.bn1 = make_norm(norm, out_ch)
         self.conv2 = nn.Conv1d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm1d(out_ch)
+        self.bn2 = make_norm(norm, out_ch)
         nn.init.zeros_(self.bn2.weight)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm1d(out_ch))
+            self.shortcut = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride, bias=False), make_norm(norm, out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -122,12 +152,12 @@ class BasicBlock1D(nn.Module):
 class ResNet1D(nn.Module):
     """Stages of :class:`BasicBlock1D`; the first block of a stage uses ``stride``."""
 
-    def __init__(self, channels: int, layers: tuple[int, ...], stride: int) -> None:
+    def __init__(self, channels: int, layers: tuple[int, ...], stride: int, norm: str = "layer") -> None:
         super().__init__()
         blocks = []
         for n in layers:
             for i in range(n):
-                blocks.append(BasicBlock1D(channels, channels, stride if i == 0 else 1))
+                blocks.append(BasicBlock1D(channels, channels, stride if i == 0 else 1, norm))
         self.blocks = nn.Sequential(*blocks)
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
@@ -192,13 +222,13 @@ class CompositeRegionalModel(nn.Module):
         nn.init.uniform_(self.W, -bound, bound)
 
         self.audio_proj = nn.Conv1d(config.feature_dim, c, 1)              # 1x1 conv -> Z_audio
-        self.style_encoder = ResNet1D(c, config.style_layers, stride=2)     # -> Z_face (T'/4)
+        self.style_encoder = ResNet1D(c, config.style_layers, stride=2, norm=config.norm)  # -> Z_face (T'/4)
         self.style_to_modulation = nn.Linear(2 * c, 2 * c)                # [mu, sigma](Z_face) -> [sigma_p, mu_p]
         with torch.no_grad():  # start as the identity modulation: sigma_predict = 1, mu_predict = 0
             self.style_to_modulation.weight.mul_(0.1)
             self.style_to_modulation.bias.zero_()
             self.style_to_modulation.bias[:c] = 1.0
-        self.decoder = ResNet1D(c, config.decoder_layers, stride=1)        # ResNet1D-18, no downsampling
+        self.decoder = ResNet1D(c, config.decoder_layers, stride=1, norm=config.norm)  # ResNet1D-18, stride 1
 
         self.encoders: nn.ModuleList | None = None  # fine-tuned encoders, attached by `attach_encoders`
 
