@@ -639,6 +639,8 @@ class Trainer:
         params["encoders"] = self.specs
         params["feature_dim"] = self.feature_dim
         params["encoder_in_model"] = False
+        if cfg.model.kind == "composite_regional":
+            params.setdefault("norm", "layer")
         cfg.model.params = params
         self.model = build_model_for(cfg, self.corpus.topology, self.feature_dim).to(self.device)
         self._set_normalisation()

@@ -83,6 +83,9 @@ class CompositeRegionalConfig:
         if unknown:
             raise ValueError(f"unknown composite_regional model options {unknown}; known: {sorted(known)}")
         d = dict(d)
+        # Checkpoints written before the ``norm`` option existed used BatchNorm.  New runs always
+        # store ``norm`` (the trainer sets it explicitly), so only those old files take this path.
+        d.setdefault("norm", "batch")
         for key in ("decoder_layers", "style_layers"):
             if key in d:
                 d[key] = tuple(int(x) for x in d[key])
