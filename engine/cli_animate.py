@@ -4,7 +4,7 @@
         [--fps F] [--device auto|cpu|cuda] --out out.{npy,pc2,mdd} | --out-dir objs/ [--progress json]
 
 Output files are written *while* decoding: the destination format's header goes into a temporary
-file next to the destination, the frames are a memory map of the rest of that file, and the file is
+file next to the destination, each decoded window of frames is appended to it, and the file is
 renamed into place only when complete.  So an hour of audio never needs the whole animation in
 RAM, and a crash never leaves a half-written cache that Blender would happily load.
 
@@ -86,8 +86,10 @@ class _Progress:
 
 # ----------------------------------------------------------------------------- output files
 @contextlib.contextmanager
-def open_output(path: Path, num_frames: int, num_vertices: int, fps: float) -> Iterator[np.ndarray]:
-    """A writable ``(T, V, 3)`` array backed by the destination file's bytes; renamed into place on success."""
+def open_output(path: Path, num_frames: int, num_vertices: int, fps: float) -> Iterator["_StreamWriter"]:
+    """A ``(T, V, 3)`` sink that streams frames (in order) into a temporary file next to ``path``,
+    renamed into place when complete.  Nothing of output size is kept in memory (not even as
+    dirty memory-mapped pages), so an hour of animation needs no more RAM than a minute."""
     from engine.exporters import MDD_HEADER, PC2_HEADER, PC2_MAGIC
 
     suffix = path.suffix.lower()
@@ -97,44 +99,49 @@ def open_output(path: Path, num_frames: int, num_vertices: int, fps: float) -> I
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
     shape = (num_frames, num_vertices, 3)
     try:
-        if suffix == ".npy":
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            yield arr
-            arr.flush()
-            del arr
-        else:
-            if suffix == ".pc2":
-                header = PC2_HEADER.pack(PC2_MAGIC, 1, num_vertices, 0.0, 1.0, num_frames)
+        with open(tmp, "wb") as fh:
+            if suffix == ".npy":
+                np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                dtype = "<f4"
+            elif suffix == ".pc2":
+                fh.write(PC2_HEADER.pack(PC2_MAGIC, 1, num_vertices, 0.0, 1.0, num_frames))
                 dtype = "<f4"
             else:
                 times = (np.arange(num_frames, dtype=np.float64) / float(fps)).astype(">f4")
-                header = MDD_HEADER.pack(num_frames, num_vertices) + times.tobytes()
+                fh.write(MDD_HEADER.pack(num_frames, num_vertices) + times.tobytes())
                 dtype = ">f4"
-            with open(tmp, "wb") as fh:
-                fh.write(header)
-                fh.truncate(len(header) + num_frames * num_vertices * 12)
-            mm = np.memmap(tmp, dtype=dtype, mode="r+", offset=len(header), shape=shape)
-            if dtype == "<f4" and sys.byteorder == "little":
-                yield mm
-            else:  # big-endian file: decode into RAM-sized windows through a converting view
-                yield _EndianWriter(mm)
-            mm.flush()
-            del mm
+            sink = _StreamWriter(fh, shape, dtype)
+            yield sink
+            if sink.next != num_frames:
+                raise RuntimeError(f"internal error: wrote {sink.next} of {num_frames} frames")
+            fh.flush()
+            with contextlib.suppress(OSError):
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-class _EndianWriter:
-    """Array-like sink for ``decode_windows``: ``out[a:b] = frames`` converts to the file's byte order."""
+class _StreamWriter:
+    """Array-like sink for :func:`engine.inference.decode_windows`: ``out[a:b] = frames`` appends
+    the frames to the file in its byte order; windows must arrive in order (they do)."""
 
-    def __init__(self, mm: np.memmap) -> None:
-        self.mm = mm
-        self.shape = mm.shape
+    def __init__(self, fh: Any, shape: tuple[int, int, int], dtype: str) -> None:
+        self.fh = fh
+        self.shape = shape
+        self.dtype = dtype
+        self.next = 0
 
     def __setitem__(self, key: Any, value: np.ndarray) -> None:
-        self.mm[key] = np.asarray(value, dtype=np.float32)
+        start = key.start or 0 if isinstance(key, slice) else None
+        if start != self.next:
+            raise RuntimeError(f"frames must be written in order: expected frame {self.next}, got {key!r}")
+        arr = np.asarray(value, dtype=np.float32)
+        if arr.shape[1:] != self.shape[1:]:
+            raise ValueError(f"frames of shape {arr.shape[1:]} do not fit {self.shape[1:]}")
+        self.fh.write(arr.astype(self.dtype, copy=False).tobytes())
+        self.next += arr.shape[0]
 
 
 def _read_style(path: str, num_vertices: int) -> np.ndarray:

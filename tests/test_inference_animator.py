@@ -181,3 +181,25 @@ def test_cli_refuses_wrong_topology_template_and_pickles(tmp_path):
     pt.write_bytes(b"\x80\x02}q\x00.")  # a pickle
     r = subprocess.run(base + ["--checkpoint", str(pt)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "pickle" in json.loads(r.stdout.strip().splitlines()[-1])["message"].lower()
+
+
+def test_cli_streams_npy_and_mdd_identically(tmp_path):
+    import soundfile as sf
+    from engine.exporters import read_animation
+
+    ckpt = tmp_path / "tiny.safetensors"
+    _tiny_checkpoint(ckpt)
+    sf.write(tmp_path / "a.wav", speech_like(0.7), 16000)
+    got = {}
+    for ext in ("npy", "mdd", "pc2"):
+        out = tmp_path / f"o.{ext}"
+        r = subprocess.run([sys.executable, "-m", "engine", "animate", "--audio", str(tmp_path / "a.wav"),
+                            "--checkpoint", str(ckpt), "--out", str(out), "--progress", "none"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        got[ext], fps = read_animation(out)
+        if ext == "mdd":
+            assert fps == 30.0
+    assert got["npy"].shape == (21, 168, 3)
+    np.testing.assert_array_equal(got["npy"], got["mdd"])
+    np.testing.assert_array_equal(got["npy"], got["pc2"])
