@@ -49,6 +49,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise OSError(f"atomic write to {path} produced no file (nothing was written to {tmp.name})")
+        # some writers (safetensors) create 0600 files; give the result the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -313,12 +313,22 @@ def _phone_at(phones: Sequence[Sequence[Any]] | None, t: float) -> str:
     return ""
 
 
+def _temp_file(directory: str, suffix: str) -> str:
+    """A temporary sibling of the output, with the permissions a plain ``open`` would give it
+    (``mkstemp`` makes 0600 files, which other users of a shared pipeline could not read)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
 def _atomic_savefig(fig: Any, out_path: str | os.PathLike, dpi: int) -> None:
     out_path = os.fspath(out_path)
     d = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=d)
-    os.close(fd)
+    tmp = _temp_file(d, ".png")
     try:
         fig.savefig(tmp, dpi=dpi, format="png")
         os.replace(tmp, out_path)
@@ -452,8 +462,7 @@ def write_video(frames: np.ndarray, faces: Any, out_mp4: str | os.PathLike, fps:
     out_mp4 = os.fspath(out_mp4)
     d = os.path.dirname(os.path.abspath(out_mp4))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".mp4", dir=d)
-    os.close(fd)
+    tmp = _temp_file(d, ".mp4")
     cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{size}x{size}", "-r", f"{fps:g}", "-i", "-"]
     if audio_wav is not None:
