@@ -30,6 +30,7 @@ __all__ = [
     "f_dtw",
     "fdd",
     "inner_lip_gap",
+    "mouth_aperture_correlation",
     "lip_readability_percentage",
     "lip_vertex_error_l2",
     "lip_vertex_error_l2_mean",
@@ -196,6 +197,23 @@ def inner_lip_gap(frames, upper_inner, lower_inner) -> np.ndarray:
     return np.median(np.linalg.norm(x[:, up] - x[:, lo], axis=-1), axis=1)
 
 
+def mouth_aperture_correlation(pred, gt, upper_inner, lower_inner) -> float:
+    """Pearson correlation over time of the inner-lip gap of ``pred`` and ``gt``.
+
+    Scale-free, so it says whether the mouth opens and closes *when* it should even if the
+    amplitude is off (the question to ask of a model on real speech against pseudo ground truth).
+    ``nan`` when either gap is constant (correlation undefined).
+    """
+    a = inner_lip_gap(pred, upper_inner, lower_inner).astype(np.float64)
+    b = inner_lip_gap(gt, upper_inner, lower_inner).astype(np.float64)
+    for x in (a, b):  # constant up to float32 rounding: correlation undefined
+        if np.ptp(x) <= 1e-6 * max(1e-12, float(np.abs(x).max())):
+            return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
 def _phone_label(label: str) -> str:
     return str(label).strip().lower().rstrip("012")
 
@@ -262,6 +280,10 @@ def evaluate_all(pred, gt, template, masks: Mapping[str, Any], phones=None, fps:
         out["upper_face_error"] = upper_face_error(p, g, upper)
         out["fdd"] = fdd(p, g, np.asarray(template), upper)
     up, lo = masks.get("lip_upper_inner"), masks.get("lip_lower_inner")
+    if up is not None and lo is not None and len(up) and t > 1:
+        corr = mouth_aperture_correlation(p, g, up, lo)
+        if not math.isnan(corr):
+            out["aperture_corr"] = corr
     if phones and up is not None and lo is not None and len(up):
         thr = closure_threshold if closure_threshold is not None else default_closure_threshold(template, masks.get("face"))
         rate = bilabial_closure_rate(p, phones, fps, up, lo, thr)

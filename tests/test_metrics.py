@@ -148,3 +148,19 @@ def test_evaluate_all(pair):
     assert out["frames"] == 2.0 and out["lrp"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="more than one"):
         M.evaluate_all(pred, np.zeros((4, 3, 3)), np.zeros((3, 3)), masks)
+
+
+def test_mouth_aperture_correlation_hand_computed():
+    """One pair (upper 0, lower 1). GT gaps [0, 2, 4], prediction gaps [1, 1, 4]:
+    centred a = [-1, -1, 2], b = [-2, 0, 2]; r = (2 + 0 + 4) / sqrt(6 * 8) = 6 / sqrt(48)."""
+    def seq(gaps):
+        x = np.zeros((len(gaps), 2, 3))
+        x[:, 1, 2] = -np.asarray(gaps, float)
+        return x
+    pred, gt = seq([1, 1, 4]), seq([0, 2, 4])
+    r = M.mouth_aperture_correlation(pred, gt, [0], [1])
+    assert r == pytest.approx(6 / math.sqrt(48))
+    assert M.mouth_aperture_correlation(gt, gt, [0], [1]) == pytest.approx(1.0)
+    assert math.isnan(M.mouth_aperture_correlation(seq([3, 3, 3]), gt, [0], [1]))  # constant: undefined
+    out = M.evaluate_all(pred, gt, gt[0], {"lip_upper_inner": [0], "lip_lower_inner": [1]})
+    assert out["aperture_corr"] == pytest.approx(6 / math.sqrt(48))
