@@ -454,12 +454,10 @@ class FeatureCache:
         pieces, starts = [], []
         pos = 0
         for w in wavs:
-            n = len(w) // spf * spf if len(w) >= spf else len(w)
             w = np.pad(w, (0, (-len(w)) % spf))        # keep every clip on the 20 ms grid
             starts.append((pos // spf, len(w) // spf))
             pieces += [w, np.zeros(gap, np.float32)]
             pos += len(w) + gap
-            del n
         feats = enc.encode(np.concatenate(pieces)).float()
         out = []
         for w, (f0, _) in zip(wavs, starts):

@@ -44,13 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-try:  # engine.checkpoint is the registry every model kind registers with
-    from engine.checkpoint import register_model
-except ImportError:  # pragma: no cover - only while the foundations module has not landed
-    def register_model(kind: str):  # type: ignore[no-redef]
-        def deco(cls):
-            return cls
-        return deco
+from engine.checkpoint import register_model  # the registry every model kind registers with
 
 __all__ = ["CompositeRegionalConfig", "CompositeRegionalModel", "BasicBlock1D", "ResNet1D", "adain", "KIND"]
 
