@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import math
 import pkgutil
 import sys
@@ -219,3 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report_error(args, "interrupted")
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
