@@ -255,7 +255,7 @@ def test_hama_recognises_speech_and_long_audio(hama_encoder, tmp_path):
 
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("espeak-ng not installed")
+        pytest.fail("espeak-ng is not installed: run `make sysdeps` (apt package espeak-ng)")
     p = tmp_path / "s.wav"
     subprocess.run([exe, "-w", str(p), "Put the map on the table."], check=True, capture_output=True)
     x, sr = sf.read(p, dtype="float32")

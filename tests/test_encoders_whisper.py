@@ -34,7 +34,7 @@ def _speech(text: str, tmp_path) -> np.ndarray:
 
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("espeak-ng not installed")
+        pytest.fail("espeak-ng is not installed: run `make sysdeps` (apt package espeak-ng)")
     out = tmp_path / "speech.wav"
     subprocess.run([exe, "-w", str(out), text], check=True, capture_output=True)
     x, sr = sf.read(out, dtype="float32")

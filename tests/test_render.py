@@ -137,7 +137,7 @@ def test_missing_ffmpeg_gives_actionable_error(monkeypatch, tmp_path):
 def _ffprobe_streams(path):
     probe = shutil.which("ffprobe")
     if probe is None:
-        pytest.skip("ffprobe not installed")
+        pytest.fail("ffprobe is not installed: run `make sysdeps` (apt package ffmpeg)")
     out = subprocess.run([probe, "-v", "error", "-show_entries", "stream=codec_type,nb_frames",
                           "-of", "json", str(path)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["streams"]
@@ -148,7 +148,7 @@ def test_write_video_with_audio(tmp_path, talking):
     try:
         R.find_ffmpeg()
     except FFmpegNotFound:
-        pytest.skip("no ffmpeg on this machine")
+        pytest.fail("no ffmpeg on this machine: run `make sysdeps` (apt package ffmpeg)")
     import soundfile as sf
 
     h, X, _ = talking
