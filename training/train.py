@@ -931,7 +931,7 @@ class Trainer:
                 acc.setdefault(k, []).append(v)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}", epoch=plan_epoch)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", epoch=plan_epoch, refresh=False)  # honour mininterval
             if self.step % t.log_every == 0 or self.step == total:
                 row = {"step": self.step, "epoch": plan_epoch, "time_s": round(time.time() - t0, 3),
                        **{k: float(np.mean(v)) for k, v in acc.items()}}
