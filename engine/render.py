@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from engine.fileio import atomic_path
 
 __all__ = [
     "FFmpegNotFound",
@@ -313,29 +314,9 @@ def _phone_at(phones: Sequence[Sequence[Any]] | None, t: float) -> str:
     return ""
 
 
-def _temp_file(directory: str, suffix: str) -> str:
-    """A temporary sibling of the output, with the permissions a plain ``open`` would give it
-    (``mkstemp`` makes 0600 files, which other users of a shared pipeline could not read)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
-
-
 def _atomic_savefig(fig: Any, out_path: str | os.PathLike, dpi: int) -> None:
-    out_path = os.fspath(out_path)
-    d = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(d, exist_ok=True)
-    tmp = _temp_file(d, ".png")
-    try:
+    with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fps: float,
@@ -460,38 +441,33 @@ def write_video(frames: np.ndarray, faces: Any, out_mp4: str | os.PathLike, fps:
         raise FileNotFoundError(f"audio file not found: {audio_wav}")
     exe = find_ffmpeg()
     out_mp4 = os.fspath(out_mp4)
-    d = os.path.dirname(os.path.abspath(out_mp4))
-    os.makedirs(d, exist_ok=True)
-    tmp = _temp_file(d, ".mp4")
-    cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{size}x{size}", "-r", f"{fps:g}", "-i", "-"]
-    if audio_wav is not None:
-        cmd += ["-i", os.fspath(audio_wav)]
-    cmd += ["-map", "0:v:0"]
-    if audio_wav is not None:
-        cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
-    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-            "-movflags", "+faststart", tmp]
     # render once with whole-sequence framing, then stream chunks to ffmpeg's stdin
     rot_all = _rotate_view(frames, view)
     centre, scale = _framing(rot_all, size, focus=_focus(masks))
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert proc.stdin is not None
-        for s in range(0, frames.shape[0], chunk):
-            imgs = _render_core(frames[s:s + chunk], tri, vcol, size, 1, view, centre, scale)
-            proc.stdin.write(np.ascontiguousarray(imgs).tobytes())
-        proc.stdin.close()
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        rc = proc.wait()
-        if rc != 0:
-            raise RuntimeError(f"ffmpeg failed (exit {rc}): {err.strip()[-2000:]}")
-        os.replace(tmp, out_mp4)
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(out_mp4) as tmp:
+        cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{size}x{size}", "-r", f"{fps:g}", "-i", "-"]
+        if audio_wav is not None:
+            cmd += ["-i", os.fspath(audio_wav)]
+        cmd += ["-map", "0:v:0"]
+        if audio_wav is not None:
+            cmd += ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart", str(tmp)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdin is not None
+            for s in range(0, frames.shape[0], chunk):
+                imgs = _render_core(frames[s:s + chunk], tri, vcol, size, 1, view, centre, scale)
+                proc.stdin.write(np.ascontiguousarray(imgs).tobytes())
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            rc = proc.wait()
+            if rc != 0:
+                raise RuntimeError(f"ffmpeg failed (exit {rc}): {err.strip()[-2000:]}")
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
     return out_mp4
