@@ -38,7 +38,7 @@ def _clips(root: Path, split: str, max_clips: int) -> list[str]:
 
 def _jaw_baseline(train_root: Path, fps: float, n: int = 200):
     from engine.audio import load_audio
-    from engine.dataset import load_templates
+    from engine.dataset import load_templates, parse_clip_name
     from training.baselines import JawFromLoudness
 
     templates, _ = load_templates(train_root)
@@ -46,7 +46,7 @@ def _jaw_baseline(train_root: Path, fps: float, n: int = 200):
 
     def gen():
         for name in names:
-            subject = name.rsplit("_", 1)[0]
+            subject = parse_clip_name(name)[0]
             v = np.load(train_root / "vertices_npy" / f"{name}.npy").reshape(-1, templates[subject].shape[0], 3)
             yield load_audio(train_root / "wav" / f"{name}.wav"), v, templates[subject]
     return JawFromLoudness(fps=fps).fit(gen())
@@ -56,7 +56,7 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
     from tqdm import tqdm
 
     from engine.audio import load_audio
-    from engine.dataset import load_templates
+    from engine.dataset import load_phones, load_templates, parse_clip_name
     from engine.inference import Animator
     from engine.metrics import evaluate_all
     from training.baselines import mean_face
@@ -69,11 +69,11 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
     if jaw is not None:
         rows["jaw_from_loudness"] = []
     for name in tqdm(_clips(root, split, max_clips), desc=f"{root.name}/{split}", file=sys.stderr):
-        subject = name.rsplit("_", 1)[0]
+        subject = parse_clip_name(name)[0]
         template = templates[subject]
         gt = np.load(root / "vertices_npy" / f"{name}.npy").reshape(-1, template.shape[0], 3)
         phones_path = root / "phones" / f"{name}.json"
-        phones = json.loads(phones_path.read_text())["phones"] if phones_path.is_file() else None
+        phones = load_phones(phones_path) if phones_path.is_file() else None
         wav_path = root / "wav" / f"{name}.wav"
         pred = anim.animate(wav_path, template=template)
         rows["model"].append(evaluate_all(pred, gt, template, masks, phones=phones, fps=fps))
