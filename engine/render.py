@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from engine.fileio import atomic_path
+from engine.metrics import inner_lip_gap
 
 __all__ = [
     "FFmpegNotFound",
     "contact_sheet",
     "default_vertex_colors",
     "find_ffmpeg",
-    "inner_lip_gap",
     "render_frames",
     "write_video",
 ]
@@ -283,14 +283,6 @@ def _render_core(frames: np.ndarray, tri: np.ndarray, vcol: np.ndarray, size: in
     return out
 
 
-# --------------------------------------------------------------------------- metrics
-def inner_lip_gap(frames: np.ndarray, upper_inner: np.ndarray, lower_inner: np.ndarray) -> np.ndarray:
-    """Mouth aperture per frame: the project's metric (engine.metrics.inner_lip_gap)."""
-    from engine.metrics import inner_lip_gap as _gap
-
-    return np.asarray(_gap(frames, upper_inner, lower_inner), dtype=np.float64)
-
-
 # --------------------------------------------------------------------------- contact sheet
 _PHONE_CLASS = {
     **{p: "bilabial" for p in ("p", "b", "m")},
@@ -387,7 +379,7 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
         ax_ph.axvline(fi / fps, color="k", lw=0.5, alpha=0.5)
     ax_ph.tick_params(labelsize=7)
     if has_gap:
-        gap = inner_lip_gap(frames, np.asarray(upper_inner), np.asarray(lower_inner))
+        gap = np.asarray(inner_lip_gap(frames, upper_inner, lower_inner), dtype=np.float64)
         extent = float(np.ptp(frames[0], axis=0).max())
         unit, mul = ("mm", 1000.0) if extent < 2.0 else ("units", 1.0)
         ax_g = fig.add_subplot(gs[rows + 1, :], sharex=ax_ph)
