@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "SUPPORTED_FORMATS", "AudioError", "load_audio", "normalize_loudness", "num_frames"]
+__all__ = ["SAMPLE_RATE", "SUPPORTED_FORMATS", "AudioError", "load_audio", "normalize_loudness", "num_frames", "resample_to_16k"]
 
 SAMPLE_RATE = 16000
 TARGET_RMS = 0.1          # -20 dBFS: typical level of speech corpora
@@ -113,6 +113,17 @@ def _rms_and_peak(x: np.ndarray) -> tuple[float, float]:
     return math.sqrt(total / max(1, len(x))), peak
 
 
+def resample_to_16k(mono: np.ndarray, rate: int) -> np.ndarray:
+    """Mono float32 audio at ``rate`` -> 16 kHz with ``resample_poly`` (exact gcd-reduced
+    up/down factors; returned unchanged when already at 16 kHz)."""
+    if rate == SAMPLE_RATE:
+        return mono
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), SAMPLE_RATE)
+    return resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32, copy=False)
+
+
 def normalize_loudness(x: np.ndarray, target_rms: float = TARGET_RMS, peak_limit: float = PEAK_LIMIT) -> np.ndarray:
     """Scale ``x`` (in place if float32) to ``target_rms``, never pushing a peak above ``peak_limit``.
 
@@ -156,12 +167,7 @@ def load_audio(source: str | os.PathLike | np.ndarray, sample_rate: int | None =
 
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     del data
-    if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(rate, SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, rate // g).astype(np.float32, copy=False)
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    mono = np.ascontiguousarray(resample_to_16k(mono, rate), dtype=np.float32)
     if original is not None and np.shares_memory(mono, original):
         mono = mono.copy()  # never modify the caller's array in place
 

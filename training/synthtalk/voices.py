@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.audio import resample_to_16k
+
 from .align import Phone, align, fill_silence
 from .text import words_of
 
@@ -107,13 +109,7 @@ class SynthesisError(RuntimeError):
 
 def to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
     """Resample mono audio to 16 kHz (polyphase, gcd-reduced factors)."""
-    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-    if rate == SAMPLE_RATE:
-        return wav
-    from scipy.signal import resample_poly
-
-    g = gcd(int(rate), SAMPLE_RATE)
-    return resample_poly(wav, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    return resample_to_16k(np.asarray(wav, dtype=np.float32).reshape(-1), rate)
 
 
 def _normalize(wav: np.ndarray, rms: float = 0.1) -> np.ndarray:
