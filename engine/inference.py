@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from engine.checkpoint import DEFAULT_CHECKPOINT
+
 __all__ = ["Animator", "DEFAULT_CHECKPOINT", "ProgressFn", "StreamingInterpolator", "decode_windows",
            "style_statistics_chunked", "resolve_device"]
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 ProgressFn = Callable[[str, float], None]
 SPF = 320  # 16 kHz samples per 50 Hz feature frame
 
