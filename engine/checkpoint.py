@@ -51,7 +51,7 @@ __all__ = [
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.safetensors"
 # Modules imported on demand so that build_model finds kinds whose module was not imported yet.
-MODEL_MODULES = ["engine.models", "engine.models.composite_regional", "training.baselines"]
+MODEL_MODULES = ["engine.models", "engine.models.composite_regional", "engine.models.selftalk", "engine.models.faceformer", "training.baselines"]
 
 _REGISTRY: dict[str, type] = {}
 
