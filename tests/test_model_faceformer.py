@@ -135,15 +135,15 @@ def test_training_without_teacher_forcing_lowers_the_loss():
     assert last < 0.5 * first, (first, last)
 
 
-def test_recipe_finish_sets_the_neutral_style_from_training_speakers():
-    class FakeTrainer:
-        model = tiny_model()
-
-        def subject_indices(self):
-            return [0, 0, 1, 2, 2, 2]
-    t = FakeTrainer()
-    FaceFormerRecipe().finish(t)
-    assert torch.allclose(t.model.neutral_style(), torch.tensor([2 / 6, 1 / 6, 3 / 6]))
+def test_checkpoints_carry_the_mean_one_hot_of_the_training_speakers():
+    from types import SimpleNamespace as NS
+    clips = [NS(subject=s) for s in ["b", "a", "a", "c", "c", "c"]]
+    trainer = NS(model=tiny_model(), train_clips=clips, batcher=NS(subjects=["a", "b", "c"]))
+    FaceFormerRecipe().before_checkpoint(trainer)
+    assert torch.allclose(trainer.model.neutral_style(), torch.tensor([2 / 6, 1 / 6, 3 / 6]))
+    trainer.batcher.subjects = ["a", "b"]
+    with pytest.raises(ValueError, match="num_subjects = 2"):
+        FaceFormerRecipe().before_checkpoint(trainer)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -163,3 +163,39 @@ def test_checkpoint_round_trip(tmp_path):
 def test_shipped_size_fits_the_15mb_fp16_budget():
     m = FaceFormerModel(FaceFormerConfig(num_subjects=8), torch.zeros(5672, 3))
     assert sum(p.numel() for p in m.parameters()) * 2 <= 15e6
+
+
+@pytest.mark.slow
+def test_trains_through_the_harness_and_animates_60_s_in_continuous_chunks(tmp_path):
+    """training.train with training/configs/faceformer.toml on a tiny corpus, then the shipped model
+    animates 60 s (1800 frames, 4 chunks of 600 with 60 cross-faded frames) through the inference
+    windowing: no 20 s limit, and no jump at the chunk joins larger than the largest
+    frame-to-frame step inside a chunk."""
+    import json
+    from pathlib import Path
+
+    from engine.models.windowing import predict_sequence
+    from tests.test_train_support import ToneEncoder, make_tiny_corpus
+    from training.train import Trainer, load_config
+
+    root = make_tiny_corpus(tmp_path / "corpus", n_subjects=4, n_sentences=4)
+    n_train = len(json.loads((root / "splits.json").read_text())["train"]["subjects"])
+    cfg = load_config(Path(__file__).resolve().parents[1] / "training" / "configs" / "faceformer.toml",
+                      [f'data.root="{root}"', 'model.params.encoders=[{kind="hama"}]', "model.params.d_model=16",
+                       f"model.params.num_subjects={n_train}", "train.max_steps=30", "train.crop_frames=32",
+                       "train.checkpoint_every=30", "train.num_threads=1", 'train.feature_cache=""', "optim.lr=3e-3"])
+    tr = Trainer(cfg, tmp_path / "run", encoder_factory=lambda s: ToneEncoder())
+    tr.fit()
+    tr.finish(evaluate=False)
+    assert tr.log_rows[-1]["loss"] < tr.log_rows[0]["loss"]
+    model = build_model(load_checkpoint(tmp_path / "run" / "model.safetensors"))
+    assert torch.allclose(model.neutral_style().sum(), torch.tensor(1.0))
+    clip = tr.corpus.splits["train"][0]
+    feats = tr.clip_features(clip)
+    long = feats.repeat(1800 // len(feats) + 1, 1)[:1800]                 # 60 s at 30 fps
+    out = predict_sequence(model, long, torch.from_numpy(clip.template), model.neutral_style())
+    assert out.shape == (1800, model.num_vertices, 3) and np.isfinite(out).all()
+    step = np.linalg.norm(np.diff(out, axis=0), axis=-1).max(axis=-1)    # (1799,) largest vertex move per frame
+    joins = [540, 1080, 1620]                                            # first shared frame of chunks 2-4
+    inside = np.delete(step, [j + d for j in joins for d in range(-1, 61)])
+    assert step[[j + d for j in joins for d in range(-1, 61)]].max() <= inside.max() + 1e-6

@@ -128,7 +128,8 @@ def make_batch(b: int = 4, t: int = 24, seed: int = 0) -> dict[str, torch.Tensor
 
 
 def build(options: dict | None = None):
-    recipe = SelfTalkRecipe(options)
+    recipe = SelfTalkRecipe()
+    recipe.configure(options or {})
     torch.manual_seed(0)
     cfg = SelfTalkConfig(feature_dim=F, d_model=16, num_heads=4, num_layers=1, period=4, dropout=0.0)
     model = recipe.build_model(cfg.to_dict(), tiny_topology())
@@ -139,10 +140,12 @@ def build(options: dict | None = None):
 def test_recipe_is_registered_and_weights_are_the_papers():
     r = recipe_for("selftalk")
     assert isinstance(r, SelfTalkRecipe)
-    c = r.config
+    c = r.options
     assert (c.w_rec, c.w_vel, c.w_lat, c.w_ctc) == (1000.0, 1000.0, 0.001, 0.0001)
-    with pytest.raises(ValueError, match="unknown selftalk"):
-        SelfTalkRecipe({"w_text": 1.0})
+    with pytest.raises(ValueError, match="w_text"):
+        r.configure({"w_text": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        r.configure({"w_lat": -1.0})
 
 
 def test_total_is_eq12_of_the_terms():
@@ -231,3 +234,37 @@ def test_shipped_size_fits_the_15mb_fp16_budget():
     m = SelfTalkModel(cfg, torch.zeros(5672, 3))
     n = sum(p.numel() for p in m.parameters())
     assert n * 2 <= 15e6, n
+
+
+# ---------------------------------------------------------------------- through the harness
+@pytest.mark.slow
+def test_trains_through_the_harness_and_ships(tmp_path, one_thread):
+    """training.train with training/configs/selftalk.toml on a tiny corpus: every loss term of eq. 12
+    is logged (phones reach L_ctc), the loss falls, and model.safetensors animates through the
+    inference windowing; the lip reader stays out of the shipped checkpoint."""
+    from pathlib import Path
+
+    from engine.checkpoint import read_metadata
+    from tests.test_train_support import ToneEncoder, make_tiny_corpus
+    from training.evaluate import predict_clip
+    from training.train import Trainer, load_config
+
+    root = make_tiny_corpus(tmp_path / "corpus", n_subjects=4, n_sentences=4)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "training" / "configs" / "selftalk.toml",
+                      [f'data.root="{root}"', 'model.params.encoders=[{kind="hama"}]', "model.params.d_model=32",
+                       "recipe.lip_width=32", "recipe.lip_layers=1", "train.max_steps=60", "train.batch_size=4",
+                       "train.crop_frames=48", "train.checkpoint_every=60", "train.num_threads=1",
+                       'train.feature_cache=""', "optim.lr=3e-3"])
+    tr = Trainer(cfg, tmp_path / "run", encoder_factory=lambda s: ToneEncoder())
+    tr.fit()
+    tr.finish(evaluate=False)
+    rows = tr.log_rows
+    assert {"rec", "vel", "lat", "ctc"} <= set(rows[0])
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0]["loss"], rows[-1]["loss"])
+    meta = read_metadata(tmp_path / "run" / "model.safetensors")
+    assert meta["kind"] == "selftalk" and meta["half"] is True
+    model = build_model(load_checkpoint(tmp_path / "run" / "model.safetensors"))
+    assert not any(k.startswith("lip") for k in model.state_dict())
+    clip = tr.corpus.splits["test"][0]
+    pred = predict_clip(model, tr.clip_features(clip), clip.template)
+    assert pred.shape == (clip.num_frames, model.num_vertices, 3) and np.isfinite(pred).all()

@@ -25,7 +25,7 @@ computed).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from training.recipes.base import LossOutput, Recipe, register_recipe
 
-__all__ = ["LipReadingInterpreter", "SelfTalkRecipe", "SelfTalkRecipeConfig",
+__all__ = ["LipReadingInterpreter", "SelfTalkOptions", "SelfTalkRecipe",
            "reconstruction_loss", "velocity_loss", "latent_consistency_loss", "text_consistency_loss"]
 
 NUM_PHONE_CLASSES = 40  # CTC blank 0 + ARPAbet 1..39
@@ -94,7 +94,7 @@ class LipReadingInterpreter(nn.Module):
 
 
 @dataclass
-class SelfTalkRecipeConfig:
+class SelfTalkOptions:
     """``[recipe]`` options. Paper weights by default; an ablation sets one to 0."""
 
     w_rec: float = 1000.0
@@ -105,26 +105,20 @@ class SelfTalkRecipeConfig:
     lip_layers: int = 2
     lip_heads: int = 4
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SelfTalkRecipeConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown selftalk [recipe] options {unknown}; known: {sorted(known)}")
-        cfg = cls(**d)
-        if min(cfg.w_rec, cfg.w_vel, cfg.w_lat, cfg.w_ctc) < 0:
-            raise ValueError("selftalk loss weights must be >= 0")
-        return cfg
-
 
 @register_recipe("selftalk")
 class SelfTalkRecipe(Recipe):
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        self.config = SelfTalkRecipeConfig.from_dict(options or {})
+    Options = SelfTalkOptions
+
+    def __init__(self) -> None:
+        super().__init__()
         self.lips: np.ndarray | None = None
 
     def configure(self, options: dict[str, Any]) -> None:
-        self.config = SelfTalkRecipeConfig.from_dict(options)
+        super().configure(options)
+        c = self.options
+        if min(c.w_rec, c.w_vel, c.w_lat, c.w_ctc) < 0:
+            raise ValueError("selftalk loss weights (w_rec, w_vel, w_lat, w_ctc) must be >= 0")
 
     def build_model(self, params: dict[str, Any], topology: Any):
         if "lips" not in topology.masks:
@@ -135,14 +129,14 @@ class SelfTalkRecipe(Recipe):
     def build_aux(self, model: nn.Module, params: dict[str, Any]) -> nn.ModuleDict:
         if self.lips is None:
             raise RuntimeError("build_model must run before build_aux (it reads the topology's lips mask)")
-        c = self.config
+        c = self.options
         if c.w_lat == 0 and c.w_ctc == 0:
             return nn.ModuleDict()           # without both lip losses there is no lip reader to train
         reader = LipReadingInterpreter(self.lips, model.config.feature_dim, c.lip_width, c.lip_layers, c.lip_heads)
         return nn.ModuleDict({"lip_reader": reader})
 
     def loss(self, model: nn.Module, aux: nn.ModuleDict, batch: dict[str, Tensor], step: int) -> LossOutput:
-        c = self.config
+        c = self.options
         feats, target, template = batch["features"], batch["vertices"], batch["template"]
         offsets = model.offsets(feats)                                   # facial animator, eq. 7
         pred = template.unsqueeze(1) + offsets
@@ -170,6 +164,3 @@ class SelfTalkRecipe(Recipe):
                 terms["ctc"] = float(l_ctc.detach())
         terms["loss"] = float(total.detach())
         return LossOutput(total=total, terms=terms)
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
