@@ -14,6 +14,11 @@ the engine's own working set: it must not grow with the audio length.
 
 The model is ``--checkpoint`` (default: the bundled one); without a checkpoint a randomly
 initialised default-size model on the default head is timed (speed does not depend on weights).
+
+``--peer`` (default ``faceformer``, the shipped FaceFormer baseline; ``--peer ""`` to skip) times a
+second checkpoint on the same audio, side by side, and prints how many times slower or faster it
+is than the main model: the autoregressive FaceFormer decodes one frame after another, the
+non-autoregressive models all frames of a window at once.
 """
 from __future__ import annotations
 
@@ -126,18 +131,31 @@ def bench_one(device: str, seconds: float, checkpoint: str | None, threads: int)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ("device", "audio s", "encoder s/s", "x RT", "decoder s/s", "x RT", "end-to-end s/s", "x RT", "peak RSS MB",
+    head = ("model", "device", "audio s", "encoder s/s", "x RT", "decoder s/s", "x RT", "end-to-end s/s", "x RT", "peak RSS MB",
             "CUDA peak MB")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['device']} | {r['seconds']:g} | error: {r['error']} |")
+            lines.append(f"| {r.get('name', '?')} | {r['device']} | {r['seconds']:g} | error: {r['error']} |")
             continue
-        cells = [r["device"], f"{r['seconds']:g}"]
+        cells = [r.get("name", r["model"]), r["device"], f"{r['seconds']:g}"]
         for k in ("encoder_s_per_s", "decoder_s_per_s", "e2e_s_per_s"):
             cells += [f"{r[k]:.4f}", f"{1.0 / max(r[k], 1e-12):.0f}x"]
         cells += [f"{r['peak_rss_mb']:.0f}", f"{r['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _peer_ratios(rows: list[dict[str, Any]], main: str, peer: str) -> str:
+    """``peer time / main time`` per (device, length) for the decoder and end to end."""
+    by = {(r["name"], r["device"], r["seconds"]): r for r in rows if "error" not in r}
+    lines = [f"| device | audio s | {peer} / {main} decoder time | {peer} / {main} end-to-end time |", "|---|---|---|---|"]
+    for (name, dev, secs), r in by.items():
+        p = by.get((peer, dev, secs))
+        if name != main or p is None:
+            continue
+        lines.append(f"| {dev} | {secs:g} | {p['decoder_s_per_s'] / r['decoder_s_per_s']:.1f}x | "
+                     f"{p['e2e_s_per_s'] / r['e2e_s_per_s']:.1f}x |")
     return "\n".join(lines)
 
 
@@ -146,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
     ap.add_argument("--durations", type=float, nargs="+", default=[5.0, 60.0, 600.0])
     ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--peer", default="faceformer",
+                    help="second checkpoint timed side by side (default: the shipped FaceFormer; '' to skip)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--one", nargs=2, metavar=("DEVICE", "SECONDS"), help=argparse.SUPPRESS)
@@ -161,23 +181,30 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         devices.remove("cuda")
     rows = []
+    main_name = args.checkpoint or "default"
+    models = [(main_name, args.checkpoint)] + ([(args.peer, args.peer)] if args.peer else [])
     for dev in devices:
         for secs in args.durations:
-            cmd = [sys.executable, "-m", "engine.bench", "--one", dev, str(secs), "--threads", str(args.threads)]
-            if args.checkpoint:
-                cmd += ["--checkpoint", args.checkpoint]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-            if r.returncode != 0:
-                rows.append({"device": dev, "seconds": secs, "error": (r.stderr.strip().splitlines() or ["?"])[-1]})
-            else:
-                rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(f"  done {dev} {secs:g}s", file=sys.stderr)
+            for name, ckpt in models:
+                cmd = [sys.executable, "-m", "engine.bench", "--one", dev, str(secs), "--threads", str(args.threads)]
+                if ckpt:
+                    cmd += ["--checkpoint", ckpt]
+                r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+                if r.returncode != 0:
+                    rows.append({"name": name, "device": dev, "seconds": secs,
+                                 "error": (r.stderr.strip().splitlines() or ["?"])[-1]})
+                else:
+                    rows.append({"name": name, **json.loads(r.stdout.strip().splitlines()[-1])})
+                print(f"  done {name} {dev} {secs:g}s", file=sys.stderr)
     ok = [r for r in rows if "error" not in r]
     if ok:
         r0 = ok[0]
         print(f"model: {r0['model']}, V={r0['vertices']}, torch threads={r0['threads']}"
               + (f", GPU: {r0['gpu']}" if any('gpu' in r for r in ok) else ""))
     print(_table(rows))
+    if args.peer:
+        print()
+        print(_peer_ratios(rows, main_name, args.peer))
     if args.json:
         from engine.fileio import atomic_write
         with atomic_write(args.json, "w") as fh:

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.fileio import atomic_write
 
-METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "f_dtw_lips", "aperture_corr",
+METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "fdd", "f_dtw_lips", "lrp", "aperture_corr",
            "bilabial_closure_rate", "bilabial_closure_rate_gt"]
 
 
@@ -59,6 +59,7 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
     from engine.dataset import load_phones, load_templates, parse_clip_name
     from engine.inference import Animator
     from engine.metrics import evaluate_all
+    from engine.metrics_lrp import lrp_threshold
     from training.baselines import mean_face
 
     anim = Animator.from_checkpoint(checkpoint, device="cpu")
@@ -76,12 +77,14 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
         phones = load_phones(phones_path) if phones_path.is_file() else None
         wav_path = root / "wav" / f"{name}.wav"
         pred = anim.animate(wav_path, template=template)
-        rows["model"].append(evaluate_all(pred, gt, template, masks, phones=phones, fps=fps))
-        rows["mean_face"].append(evaluate_all(mean_face(template, len(gt)), gt, template, masks, phones=phones, fps=fps))
+        mu = lrp_threshold(template, masks.get("face"))       # SelfTalk's LRP threshold (engine.metrics_lrp)
+        rows["model"].append(evaluate_all(pred, gt, template, masks, phones=phones, fps=fps, lrp_threshold=mu))
+        rows["mean_face"].append(evaluate_all(mean_face(template, len(gt)), gt, template, masks, phones=phones, fps=fps,
+                                              lrp_threshold=mu))
         if jaw is not None:
             wav = load_audio(wav_path)
             rows["jaw_from_loudness"].append(evaluate_all(jaw.predict(wav, len(gt), template), gt, template, masks,
-                                                          phones=phones, fps=fps))
+                                                          phones=phones, fps=fps, lrp_threshold=mu))
     out = {}
     for method, rs in rows.items():
         agg = {}
