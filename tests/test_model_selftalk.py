@@ -268,3 +268,19 @@ def test_trains_through_the_harness_and_ships(tmp_path, one_thread):
     clip = tr.corpus.splits["test"][0]
     pred = predict_clip(model, tr.clip_features(clip), clip.template)
     assert pred.shape == (clip.num_frames, model.num_vertices, 3) and np.isfinite(pred).all()
+
+
+def test_lrp_threshold_is_one_percent_of_the_face_diagonal():
+    from engine.metrics import lip_readability_percentage
+    from engine.metrics_lrp import lrp_threshold
+    t = np.zeros((5, 3))
+    t[1] = [3.0, 4.0, 12.0]          # face box diagonal 13 ...
+    t[4] = [100.0, 0.0, 0.0]         # ... this vertex is outside the face mask
+    assert lrp_threshold(t, [0, 1, 2]) == pytest.approx(0.13)
+    assert lrp_threshold(t) == pytest.approx(0.01 * np.linalg.norm([100.0, 4.0, 12.0]))
+    with pytest.raises(ValueError, match="empty"):
+        lrp_threshold(t, [])
+    gt = np.zeros((2, 5, 3))
+    pred = gt.copy()
+    pred[0, 0, 0] = 0.2               # one of 2 frames x 2 lip vertices is beyond mu = 0.13
+    assert lip_readability_percentage(pred, gt, [0, 1], lrp_threshold(t, [0, 1, 2])) == pytest.approx(75.0)
