@@ -85,3 +85,11 @@ def test_evaluate_loads_finetuned_encoder_and_scores_its_features(corpus, tmp_pa
     frozen = mve(lambda c: tr.cache.load(c, c.num_frames))
     assert got == pytest.approx(live, rel=1e-5)
     assert abs(live - frozen) > 1e-3 * live
+
+
+def test_evaluation_pools_lve_sq_over_frames():
+    """Evaluation tables report CodeTalker's pooled LVE (frames of all clips), per-clip mean beside it."""
+    from training.evaluate import aggregate
+    agg = aggregate([{"lve_sq": 4.0, "frames": 1.0, "mve": 1.0}, {"lve_sq": 1.0, "frames": 3.0, "mve": 3.0}])
+    assert agg["lve_sq"] == pytest.approx(1.75) and agg["lve_sq_clip_mean"] == pytest.approx(2.5)
+    assert agg["mve"] == pytest.approx(2.0) and agg["clips"] == 2.0
