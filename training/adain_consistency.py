@@ -6,8 +6,8 @@
 Builds a ~10-minute file by concatenating held-out SynthTalk clips (test, then val), takes a
 ~30 s stretch of whole clips from its middle, and animates that stretch (a) alone and (b) as
 part of the long file, with each checkpoint.  Reported on the lip vertices of the stretch's
-frames: mean and max Euclidean distance between (a) and (b) (dataset units), end to end and with
-the encoder taken out of the comparison (the stretch's features cut from the long file's, so only
+frames: mean and max Euclidean distance between (a) and (b) (dataset units), over all frames and
+over the interior (2 s in from each end), end to end and with the encoder taken out of the comparison (the stretch's features cut from the long file's, so only
 the model's own dependence on context remains).  Every clip is padded to a multiple of 0.1 s so
 the stretch starts exactly on a mesh frame and a 20 ms encoder frame.
 """
@@ -45,9 +45,16 @@ def build_audio(root: Path, long_s: float, short_s: float) -> tuple[np.ndarray, 
     return np.concatenate(pieces), int(starts[mid]), int(starts[end] - starts[mid])
 
 
+EDGE = 60  # frames (2 s) at each end of the stretch whose context differs by construction
+
+
 def lip_distances(a: np.ndarray, b: np.ndarray, lips: np.ndarray) -> dict[str, float]:
+    """Mean/max lip-vertex distance over all frames, and over the interior (``EDGE`` frames in from
+    each end, where no model with a receptive field under 2 s can see the different surroundings)."""
     d = np.linalg.norm(a[:, lips] - b[:, lips], axis=-1)
-    return {"mean": float(d.mean()), "max": float(d.max())}
+    inner = d[EDGE:-EDGE]
+    return {"mean": float(d.mean()), "max": float(d.max()),
+            "interior_mean": float(inner.mean()), "interior_max": float(inner.max())}
 
 
 def measure(checkpoints: list[str], root: Path, long_s: float, short_s: float) -> dict:
