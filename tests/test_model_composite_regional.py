@@ -137,3 +137,45 @@ def test_registered_and_round_trips_through_checkpoint(tmp_path):
     back = build_model(load_checkpoint(tmp_path / "m.safetensors"))
     x = torch.randn(1, 9, 8)
     torch.testing.assert_close(back(x), m.eval()(x))
+
+
+def test_sliding_stats_by_hand():
+    """Window 3 (one frame each side), truncated at the ends: x = [0, 2, 4, 10] ->
+    means [1, 2, 16/3, 7], population variances [1, 8/3, 104/9, 9]."""
+    from engine.models.composite_regional import STYLE_EPS, sliding_stats
+    z = torch.tensor([0.0, 2.0, 4.0, 10.0]).view(1, 4, 1)
+    mu, sigma = sliding_stats(z, 3)
+    torch.testing.assert_close(mu.flatten(), torch.tensor([1.0, 2.0, 16 / 3, 7.0]))
+    torch.testing.assert_close(sigma.flatten() ** 2 - STYLE_EPS, torch.tensor([1.0, 8 / 3, 104 / 9, 9.0]))
+
+
+@torch.no_grad()
+def test_window_statistics_make_a_stretch_animate_the_same_alone_and_inside_a_long_input():
+    """Review fix (d): with whole-clip AdaIN statistics the same speech animates differently alone and
+    inside a longer file; with sliding-window statistics (what new runs train with) every frame
+    farther than the receptive field from the stretch's ends is identical."""
+    torch.manual_seed(3)
+    stretch = torch.randn(1, 120, 8)
+    long = torch.cat([3.0 * torch.randn(1, 300, 8) + 1.0, stretch, torch.randn(1, 250, 8)], dim=1)
+    for stats in ("window", "clip"):
+        m = small_model(adain_stats=stats, adain_window=31)
+        with torch.no_grad():
+            m.style_to_modulation.weight.normal_()
+            for name, p in m.named_parameters():
+                if "bn2.weight" in name:
+                    p.fill_(0.5)
+        r = m.receptive_field
+        alone = m(stretch)[0, r:120 - r]
+        inside = m(long)[0, 300 + r:420 - r]
+        diff = float((alone - inside).abs().max())
+        if stats == "window":
+            assert r == 15 + m.decoder_radius and diff < 1e-5, diff
+        else:
+            assert diff > 1e-3, diff
+
+
+def test_old_configs_load_as_clip_statistics_new_default_is_window():
+    assert CompositeRegionalConfig.from_dict({"feature_dim": 8}).adain_stats == "clip"
+    assert CompositeRegionalConfig().adain_stats == "window"
+    with pytest.raises(ValueError, match="adain_stats"):
+        CompositeRegionalConfig.from_dict({"adain_stats": "global"})

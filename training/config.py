@@ -72,6 +72,7 @@ class TrainConfig:
     feature_cache: str = ""              # "" = <out>/features
     pack_seconds: float = 0.0            # >0: encode several short clips per encoder window when caching
     save_half: bool = True               # model.safetensors in fp16 (the shipped format)
+    init_checkpoint: str = ""            # start from this checkpoint's weights (same kind and sizes): fine-tuning
 
 
 @dataclass

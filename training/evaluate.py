@@ -10,8 +10,8 @@ sequence itself is the style reference; only its temporal mean/std statistics re
 is reported as ``<split>/gt_style`` for models that take a reference.  Predictions go through
 the same windowed path as inference (:func:`engine.models.windowing.predict_sequence`) and the
 model interface only, so any method evaluates unchanged.  All metrics come from
-:func:`engine.metrics.evaluate_all`, averaged over clips (and F-DTW and the pooled LVE over
-frames of all clips, as their authors report them); the mean-face and jaw-from-loudness
+:func:`engine.metrics.evaluate_all`, averaged over clips, except ``lve_sq``, which pools the
+frames of all clips as CodeTalker reports it; the mean-face and jaw-from-loudness
 baselines run on the same clips.  The per-vertex mean Euclidean error is rendered on the
 template as a heatmap PNG.
 
@@ -35,7 +35,7 @@ from engine.fileio import atomic_path, atomic_write
 __all__ = ["evaluate_model", "evaluate_trainer", "evaluate_checkpoint", "predict_clip", "aggregate",
            "write_report", "error_heatmap", "main"]
 
-HEADLINE = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "fdd", "f_dtw_lips",
+HEADLINE = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "fdd", "f_dtw", "f_dtw_lips",
             "bilabial_closure_rate"]
 
 
@@ -49,13 +49,21 @@ def predict_clip(model: Any, features: torch.Tensor, template: np.ndarray, style
 
 
 def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over the clips that report it."""
+    """Mean of each metric over the clips that report it -- except ``lve_sq``, which pools the
+    frames of all clips as CodeTalker reports it (:func:`engine.metrics.pool_by_frames`); its
+    per-clip mean is kept as ``lve_sq_clip_mean``."""
+    from engine.metrics import pool_by_frames
+
     keys = sorted({k for r in rows for k in r})
     out = {}
     for k in keys:
         vals = [r[k] for r in rows if k in r and not (isinstance(r[k], float) and math.isnan(r[k]))]
         if vals:
             out[k] = float(np.mean(vals))
+    pooled = [(r["lve_sq"], r["frames"]) for r in rows if "lve_sq" in r and "frames" in r]
+    if pooled:
+        out["lve_sq_clip_mean"] = out["lve_sq"]
+        out["lve_sq"] = pool_by_frames([v for v, _ in pooled], [n for _, n in pooled])
     out["clips"] = float(len(rows))
     return out
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from engine.fileio import atomic_write
 
-METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "fdd", "f_dtw_lips", "lrp", "aperture_corr",
-           "bilabial_closure_rate", "bilabial_closure_rate_gt"]
+METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "fdd", "f_dtw", "f_dtw_lips", "lrp",
+           "aperture_corr", "bilabial_closure_rate", "bilabial_closure_rate_gt"]
 
 
 def _clips(root: Path, split: str, max_clips: int) -> list[str]:
@@ -61,6 +61,7 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
     from engine.metrics import evaluate_all
     from engine.metrics_lrp import lrp_threshold
     from training.baselines import mean_face
+    from training.evaluate import aggregate
 
     anim = Animator.from_checkpoint(checkpoint, device="cpu")
     masks, fps = anim.topology.masks, anim.fps
@@ -87,13 +88,8 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
                                                           phones=phones, fps=fps, lrp_threshold=mu))
     out = {}
     for method, rs in rows.items():
-        agg = {}
-        for k in METRICS:
-            vals = [r[k] for r in rs if k in r and np.isfinite(r[k])]
-            if vals:
-                agg[k] = float(np.mean(vals))
-        agg["clips"] = len(rs)
-        out[method] = agg
+        agg = aggregate(rs)      # means over clips; lve_sq pooled over the frames of all clips
+        out[method] = {k: agg[k] for k in METRICS if k in agg} | {"clips": len(rs)}
     return {"checkpoint": checkpoint, "data": str(root), "split": split, "results": out}
 
 

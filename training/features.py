@@ -11,7 +11,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,5 +182,3 @@ def clip_features_live(encoders: Any, wav: np.ndarray, num_frames: int) -> Tenso
     parts = [interpolate_features(enc.encode(wav).float(), num_frames) for enc in encoders]
     return torch.cat(parts, dim=1)
 
-
-FeatureFn = Callable[[Clip], Tensor]

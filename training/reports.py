@@ -34,26 +34,27 @@ def read_log(out: Path) -> list[dict[str, Any]]:
 
 
 def plot_loss(rows: list[dict[str, Any]], path: Path) -> None:
-    """Loss curve PNG (log scale): the total and every logged term -- a glance tells whether the
-    run is converging and which term dominates."""
+    """Loss curves PNG: one small log-scale panel per logged term (the total first), so terms of
+    very different sizes (an l2 near 1, an l1 norm near 1000) each stay readable."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return
+    if not rows:
+        return
     steps = [float(r["step"]) for r in rows]
-    terms = [k for k in rows[0] if k not in ("step", "epoch", "time_s")] if rows else []
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for key in terms:
+    terms = [k for k in rows[0] if k not in ("step", "epoch", "time_s")]
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 3.0), dpi=100, squeeze=False)
+    for ax, key in zip(axes[0], terms):
         vals = [float(r[key]) for r in rows]
-        if all(v > 0 for v in vals):       # log axis: skip terms that reach zero or go negative
-            ax.plot(steps, vals, label=key, lw=2.0 if key == "loss" else 1.0)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.plot(steps, vals, lw=1.5, color="C0" if key == "loss" else "C1")
+        if all(v > 0 for v in vals):
+            ax.set_yscale("log")
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

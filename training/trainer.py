@@ -95,6 +95,8 @@ class Trainer:
         cfg.model.params = params
         self.model = self.recipe.build_model(dict(params), self.corpus.topology).to(self.device)
         self.recipe.prepare(self.model, np.stack([c.template for c in self.train_clips]))
+        if t.init_checkpoint:
+            self._load_initial_weights(t.init_checkpoint)
         if self.finetune:
             self.model.attach_encoders([self.cache.encoder(s) for s in self.specs])
             self.model.to(self.device)
@@ -108,6 +110,19 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.log_rows: list[dict[str, Any]] = []
+
+    def _load_initial_weights(self, path: str) -> None:
+        """Fine-tuning: every model tensor from a checkpoint of the same kind and sizes (strict)."""
+        from engine.checkpoint import load_checkpoint
+        ck = load_checkpoint(path)
+        if ck.kind != self.cfg.model.kind:
+            raise ConfigError(f"train.init_checkpoint {path} holds a {ck.kind!r} model, this run trains "
+                              f"{self.cfg.model.kind!r}")
+        try:
+            self.model.load_state_dict(ck.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(f"train.init_checkpoint {path} does not fit this run's model "
+                              f"(set [model] params to the checkpoint's: {ck.config}): {exc}") from None
 
     # ------------------------------------------------------------------ encoder freezing
     def _encoder_params(self) -> list[nn.Parameter]:

@@ -4,8 +4,10 @@
 * **Style reference** of each training crop (``style_reference``): ``"self"`` the crop's own motion
   (the authors' code), ``"subject"`` a crop of another clip of the same speaker, ``"none"`` no
   reference: the modulation then always sees the model's neutral style vector.
-* **Neutral style** (Sec. 4.2) -- the training-set mean of the style statistics, computed before
-  *every* checkpoint (a killed run's ``last.safetensors`` animates in distribution too).  With
+* **Neutral style** (Sec. 4.2) -- the training-set mean of the style statistics: over all training
+  clips at the end of training, and over ``neutral_style_clips`` evenly spaced training clips
+  before every mid-run checkpoint (a killed run's ``last.safetensors`` animates in distribution
+  too, without paying for the whole corpus every ``checkpoint_every`` steps).  With
   ``style_reference = "none"`` it is left exactly as training used it: recomputing it from a style
   encoder that never received a gradient would feed the decoder a vector it never saw.
 * **Data statistics** -- the model normalises vertices with the training templates' mean and scale.
@@ -34,6 +36,7 @@ class CompositeRegionalRecipe(Recipe):
         beta: float = 1e-4              # eq. 4 sparsity weight
         style_reference: str = "self"   # self | subject | none (see the module docstring)
         neutral_style_frames: int = 600  # frames of each training clip used for the neutral style
+        neutral_style_clips: int = 64    # clips for the mid-run estimate (0 = all); the final one uses all
 
     def configure(self, options: dict[str, Any]) -> None:
         super().configure(options)
@@ -67,9 +70,25 @@ class CompositeRegionalRecipe(Recipe):
     def before_checkpoint(self, trainer: Any) -> None:
         # Only "none" training reads neutral_style_stats, and there it is never overwritten, so
         # refreshing it here changes nothing training depends on (resume stays exact).
+        if self.options.style_reference == "none" or self._final:
+            return
+        clips = trainer.train_clips
+        k = self.options.neutral_style_clips
+        if 0 < k < len(clips):
+            clips = [clips[int(i)] for i in np.linspace(0, len(clips) - 1, k).round()]
+        self._set_neutral_style(trainer, clips)
+
+    def finish(self, trainer: Any) -> None:
+        """The final neutral style over every training clip (kept by the final checkpoints)."""
         if self.options.style_reference == "none":
             return
-        style = neutral_style_of(trainer.model, trainer.train_clips, trainer.device, self.options.neutral_style_frames)
+        self._set_neutral_style(trainer, trainer.train_clips)
+        self._final = True
+
+    _final = False
+
+    def _set_neutral_style(self, trainer: Any, clips: list) -> None:
+        style = neutral_style_of(trainer.model, clips, trainer.device, self.options.neutral_style_frames)
         trainer.model.neutral_style_stats.copy_(style.to(trainer.model.neutral_style_stats.device))
 
 
