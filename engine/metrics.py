@@ -349,25 +349,25 @@ def bilabial_closure_anywhere_rate(frames, phones, fps, upper_inner, lower_inner
     return float((anywhere < threshold).mean()) if len(anywhere) else float("nan")
 
 
-def labiodental_distance(frames, lower_inner, upper_contact) -> np.ndarray:
-    """(T,) median over ``lower_inner`` vertices of the distance to the nearest ``upper_contact``
-    vertex (the upper incisors and the upper inner lip: /f v/ press the lower lip against either).
-    """
+def labiodental_distance(frames, lower_lip, upper_teeth) -> np.ndarray:
+    """(T,) smallest distance between any ``lower_lip`` vertex and any ``upper_teeth`` vertex:
+    /f v/ press the lower lip against the upper incisors.  (The upper lip is not a target: the
+    inner lips meet at the mouth corners, so their distance is ~0 on every frame.)"""
     x = np.asarray(frames, dtype=np.float64)
     x = x.reshape(x.shape[0], -1, 3)
-    lo = _idx(lower_inner, "lip_lower_inner")
-    up = _idx(upper_contact, "upper_contact")
+    lo = _idx(lower_lip, "lower_lip")
+    up = _idx(upper_teeth, "upper_teeth")
     d = np.linalg.norm(x[:, lo, None, :] - x[:, None, up, :], axis=-1)  # (T, L, U)
-    return np.median(d.min(axis=2), axis=1)
+    return d.min(axis=(1, 2))
 
 
-def labiodental_distance_per_phone(frames, phones, fps, lower_inner, upper_contact) -> np.ndarray:
+def labiodental_distance_per_phone(frames, phones, fps, lower_lip, upper_teeth) -> np.ndarray:
     """For every /f v/ phone: the smallest :func:`labiodental_distance` over the phone's frames."""
     x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1, 3)
     spans = phone_frame_spans(phones, LABIODENTALS, fps, len(x))
     if not spans:
         return np.zeros(0)
-    d = labiodental_distance(x, lower_inner, upper_contact)
+    d = labiodental_distance(x, lower_lip, upper_teeth)
     return np.array([d[a:b + 1].min() for a, _, b in spans], dtype=np.float64)
 
 
