@@ -267,10 +267,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _wait_for(path: Path, log: Callable[[str], None]) -> bool:
-    return path.exists()
-
-
 def resolve_sets(names: list[str], args: argparse.Namespace, log) -> dict[str, list[Clip]]:
     from training.benchmark_sets import SETS as TWISTERS, build_set
 
@@ -287,7 +283,7 @@ def resolve_sets(names: list[str], args: argparse.Namespace, log) -> dict[str, l
             out[n] = load_set(args.realspeech, "test", args.max_clips)
         elif n in TWISTERS:
             log(f"building tongue-twister set {n} (cached in {args.sets_dir})")
-            out[n] = load_set(build_set(n, args.sets_dir), "test", args.max_clips)
+            out[n] = load_set(build_set(n, args.sets_dir, limit=args.max_clips if args.quick else 0), "test", args.max_clips)
         else:
             raise ValueError(f"unknown set {n!r}; choose from {', '.join(SETS)}")
     return out
@@ -339,10 +335,12 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(lipclose_method(m, masks, fps))
     if not args.no_baselines:
         train = args.train_data or args.synthtalk
-        methods += baseline_methods(train if (train / "splits.json").is_file() else None, fps)
+        have_train = (train / "splits.json").is_file()
+        if not have_train:
+            log(f"note: no SynthTalk corpus at {train}, so jaw_from_loudness (fitted on its train split) is left out")
+        methods += baseline_methods(train if have_train else None, fps)
     results = {"command": "python -m training.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
                "methods": [m.name for m in methods], "fps": fps, "sets": []}
-    per_clip_frames: dict = {}
     for name, clips in sets.items():
         results["sets"].append(run_set(name, clips, methods, masks, fps, log))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
 
         for p in make_plots(results, sets, methods, topo, masks, fps, args.out):
             log(f"wrote {p}")
-    del per_clip_frames
     return 0
 
 

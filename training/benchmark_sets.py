@@ -57,10 +57,11 @@ SETS: dict[str, list[str]] = {
 }
 
 
-def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: int = 0) -> Path:
+def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: int = 0, limit: int = 0) -> Path:
     """Write one set in the SynthTalk/FaceFormer layout under ``out/name`` (split ``test``).
 
-    Sentence ``k`` is spoken by ``HELDOUT_EXACT_VOICES[k % 3]``.  Re-running keeps a complete set.
+    Sentence ``k`` is spoken by ``HELDOUT_EXACT_VOICES[k % 3]``; ``limit`` keeps the first sentences
+    only (smoke tests).  Re-running keeps a complete set built from the same sentences.
     """
     from training.synthtalk.generate import (
         ClipPlan,
@@ -76,12 +77,13 @@ def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: i
         raise KeyError(f"unknown tongue-twister set {name!r}; choose from {sorted(SETS)}")
     root = Path(out) / name
     done = root / "dataset.json"
-    if done.is_file() and json.loads(done.read_text()).get("sentences") == SETS[name]:
+    sentences = SETS[name][:limit] if limit else SETS[name]
+    if done.is_file() and json.loads(done.read_text()).get("sentences") == sentences:
         return root
     subject = _subject_name(identity)
     plans = [ClipPlan(f"{subject}_s{9000 + k:04d}", "test", identity, Sentence(f"s{9000 + k:04d}", text),
                       HELDOUT_EXACT_VOICES[k % len(HELDOUT_EXACT_VOICES)], False, seed)
-             for k, text in enumerate(SETS[name])]
+             for k, text in enumerate(sentences)]
     for sub in ("wav", "vertices_npy", "controls", "phones", "meta"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rows = [render_clip(p, root) for p in plans]
@@ -93,7 +95,7 @@ def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: i
     _atomic_bytes(root / "splits.json", _json_bytes({"test": {"subjects": [subject], "clips": [p.name for p in plans]}}))
     _atomic_bytes(done, _json_bytes({
         "name": f"tongue-twisters-{name}", "synthetic": True, "identity": identity,
-        "voices": {p.name: p.voice for p in plans}, "sentences": SETS[name],
+        "voices": {p.name: p.voice for p in plans}, "sentences": sentences,
         "seconds": round(sum(r["seconds"] for r in rows), 3),
         "timing_source": "the TTS engine's own phone durations (held-out voices)",
     }))
