@@ -37,7 +37,7 @@ _NON_PHONE = ("<pad>", "<sos>", "<eos>", "<unk>", " ", "<wb>", "<blank>", "%", "
 
 @dataclass
 class LipCloseConfig:
-    threshold: float = 0.3       # bilabial evidence (see module doc) that makes a frame an event
+    threshold: float = 0.1       # bilabial evidence that makes a frame an event (chosen on SynthTalk val, see tune_lipclose)
     search_s: float = 0.1        # look this far either side of an event for the predicted gap's minimum
     hold_frames: int = 1         # frames either side of the centre at full closure
     ramp_frames: int = 2         # raised-cosine ramp length (frames) on each side
