@@ -53,7 +53,7 @@ COLUMNS = [
     ("labiodental", "f/v contact", "pool"), ("labiodental_dist", "f/v lip-teeth mm", "pool"),
     ("rounding_narrow", "round narrow mm", "pool"), ("rounding_protrude", "round protr mm", "pool"),
     ("open_gap", "open gap mm", "pool"), ("open_gap_ratio", "open gap / gt", "pool"),
-    ("upper_face_error", "upper face mm", "clip"), ("rtf", "RTF", "time"),
+    ("upper_face_error", "upper face mm", "clip"), ("rtf", "compute s / audio s", "time"),
 ]
 MM = 1000.0  # dataset units are metres
 
@@ -257,7 +257,8 @@ def _fmt(key: str, v: float | None) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = []
+    lines = [f"Speed column: seconds of compute per second of audio on {results['cpu_count']} CPU cores, load average "
+             f"{results['load_average_start']:.1f} -> {results['load_average_end']:.1f} (shared machine).", ""]
     for s in results["sets"]:
         lines += [f"**{s['set']}** ({s['clips']} clips, {s['audio_seconds']:.0f} s of audio)", "",
                   "| method | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
@@ -340,9 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"note: no SynthTalk corpus at {train}, so jaw_from_loudness (fitted on its train split) is left out")
         methods += baseline_methods(train if have_train else None, fps)
     results = {"command": "python -m training.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "methods": [m.name for m in methods], "fps": fps, "sets": []}
+               "methods": [m.name for m in methods], "fps": fps, "sets": [],
+               "load_average_start": os.getloadavg()[0], "cpu_count": os.cpu_count()}
     for name, clips in sets.items():
         results["sets"].append(run_set(name, clips, methods, masks, fps, log))
+    results["load_average_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out / "results.json", "w") as fh:
         json.dump(results, fh, indent=1)
