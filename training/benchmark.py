@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkpoint files (default: every engine/assets/*.safetensors)")
     ap.add_argument("--synthtalk", type=Path, default=Path("data/synthtalk"))
     ap.add_argument("--realspeech", type=Path, default=Path("data/realspeech"))
-    ap.add_argument("--sets-dir", type=Path, default=Path("data/benchmark_sets"), help="tongue-twister cache")
+    ap.add_argument("--sets-dir", type=Path, default=Path("runs/benchmark_sets"), help="where the tongue-twister sets are built (cache)")
     ap.add_argument("--train-data", type=Path, default=None,
                     help="corpus whose train split fits jaw_from_loudness (default: --synthtalk)")
     ap.add_argument("--max-clips", type=int, default=40, help="per set (0 = all); synthtalk test has 200")

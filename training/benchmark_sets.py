@@ -8,7 +8,7 @@ by those timings -- exactly how ``data/synthtalk`` test clips are made (same gen
 sentences.  Every word is in cmudict (checked by ``tests/test_benchmark.py``), so the TTS and the
 aligner pronounce what the phone list says.
 
-``python -m training.benchmark_sets --out data/benchmark_sets`` builds all three sets; the
+``python -m training.benchmark_sets --out runs/benchmark_sets`` builds all three sets; the
 benchmark builds them on demand.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def ensure_sets(names: list[str], out: str | Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.benchmark_sets", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("data/benchmark_sets"))
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmark_sets"))
     ap.add_argument("--sets", nargs="*", default=sorted(SETS))
     a = ap.parse_args(argv)
     for n, p in ensure_sets(a.sets, a.out).items():
