@@ -84,6 +84,7 @@ def _animator(checkpoint: str | None, device: str):
 def bench_one(device: str, seconds: float, checkpoint: str | None, threads: int) -> dict[str, Any]:
     import torch
     from engine.audio import num_frames
+    from engine.models.windowing import predict_sequence
     if threads:
         torch.set_num_threads(threads)
     anim, what = _animator(checkpoint, device)
@@ -101,12 +102,13 @@ def bench_one(device: str, seconds: float, checkpoint: str | None, threads: int)
         torch.cuda.reset_peak_memory_stats()
     sync()
     t0 = time.perf_counter()
-    z = anim.audio_latent(wav, T)
+    feats = anim.features(wav, T)
     sync()
     t_enc = time.perf_counter() - t0
-    stats = anim.model.neutral_style.detach().float().cpu()
+    style = anim.style_vector(None)
     t0 = time.perf_counter()
-    anim.decode(z, stats, anim.model.template.detach().float().cpu(), out=_NullSink((T, anim.num_vertices, 3)))
+    predict_sequence(anim.model, feats, anim.model.template.detach().float().cpu(), style,
+                     out=_NullSink((T, anim.num_vertices, 3)), window_frames=anim.window_frames)
     sync()
     t_dec = time.perf_counter() - t0
     t0 = time.perf_counter()

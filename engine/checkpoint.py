@@ -13,6 +13,10 @@ Blender add-on can show it without importing the model code.
 
 Model classes register themselves with :func:`register_model`; :func:`build_model` turns a
 loaded :class:`Checkpoint` back into a ready ``nn.Module``.
+
+Shipped checkpoints are ``engine/assets/<name>.safetensors`` and are selected by name
+(``--checkpoint selftalk``); :func:`shipped_checkpoints` lists them, :data:`ALIASES` maps other
+names onto them (``composite_regional`` is the ``default`` model while no file of its own ships).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ from engine.fileio import atomic_path
 from engine.topology import Topology
 
 __all__ = [
+    "ALIASES",
+    "ASSETS",
     "DEFAULT_CHECKPOINT",
     "FORMAT_VERSION",
     "MODEL_MODULES",
@@ -46,12 +52,17 @@ __all__ = [
     "registered_kinds",
     "resolve_checkpoint_path",
     "save_checkpoint",
+    "shipped_checkpoints",
 ]
 
 FORMAT_VERSION = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.safetensors"
-# Modules imported on demand so that build_model finds kinds whose module was not imported yet.
-MODEL_MODULES = ["engine.models", "engine.models.composite_regional", "training.baselines"]
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "default.safetensors"
+#: names that select another shipped checkpoint when no file of their own exists
+ALIASES = {"composite_regional": "default"}
+# Modules imported on demand so that build_model finds kinds whose module was not imported yet:
+# ``engine.models.<kind>`` is tried first (one file per method), then these.
+MODEL_MODULES = ["engine.models.composite_regional"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -95,11 +106,39 @@ class Checkpoint:
     path: Path | None = None
 
 
+def shipped_checkpoints() -> dict[str, Path]:
+    """Name -> file of every checkpoint shipped in ``engine/assets`` (aliases included)."""
+    found = {p.stem: p for p in sorted(ASSETS.glob("*.safetensors"))}
+    for alias, target in ALIASES.items():
+        if alias not in found and target in found:
+            found[alias] = found[target]
+    return dict(sorted(found.items()))
+
+
+def _looks_like_name(text: str) -> bool:
+    return bool(text) and os.sep not in text and "/" not in text and "." not in text
+
+
 def resolve_checkpoint_path(path: str | os.PathLike | None) -> Path:
-    """``None``/``"default"`` -> the bundled default checkpoint."""
-    if path is None or str(path) == "default":
-        return DEFAULT_CHECKPOINT
-    return Path(path).expanduser()
+    """A shipped checkpoint's name (``None`` = ``"default"``) or a file path -> the file.
+
+    A bare name (no folder, no suffix) that is not an existing file must be a shipped checkpoint;
+    an unknown name is an error that lists the available ones.
+    """
+    text = "default" if path is None else str(path)
+    if _looks_like_name(text) and not Path(text).exists():
+        shipped = shipped_checkpoints()
+        if text in shipped:
+            return shipped[text]
+        if text == "default":
+            raise CheckpointError(
+                f"the default checkpoint {DEFAULT_CHECKPOINT} is missing; train it with "
+                "`python -m training.train --config training/configs/synthtalk_default.toml` "
+                "and copy runs/synthtalk_default/model.safetensors there, or pass --checkpoint FILE")
+        names = ", ".join(shipped) or "none"
+        raise CheckpointError(f"no shipped checkpoint named {text!r}; available: {names} "
+                              "(or pass the path of a .safetensors file)")
+    return Path(text).expanduser()
 
 
 def _json_default(obj: Any) -> Any:
@@ -238,7 +277,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def _lookup(kind: str) -> type:
     if kind not in _REGISTRY:
-        for mod in MODEL_MODULES:
+        for mod in [f"engine.models.{kind}"] + MODEL_MODULES:
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as exc:

@@ -67,7 +67,9 @@ def _register_plugins(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- info
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint (model kind, topology, encoder, data card, metrics)")
-    p.add_argument("checkpoint", nargs="?", default="default", help="path to a .safetensors checkpoint (default: bundled)")
+    p.add_argument("checkpoint", nargs="?", default="default",
+                   help="shipped checkpoint name or path to a .safetensors file (default: 'default')")
+    p.add_argument("--list", action="store_true", help="list the shipped checkpoints (name, kind, size)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_cmd_info)
 
@@ -80,9 +82,38 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _cmd_info_list(as_json: bool) -> int:
+    from engine.checkpoint import ALIASES, CheckpointError, read_metadata, shipped_checkpoints
+
+    rows = []
+    for name, path in shipped_checkpoints().items():
+        try:
+            kind = read_metadata(path).get("kind", "?")
+        except CheckpointError as exc:
+            kind = f"unreadable ({exc})"
+        alias = ALIASES.get(name) if path.stem != name else None
+        rows.append({"name": name, "kind": kind, "size_bytes": path.stat().st_size, "path": str(path),
+                     "alias_of": alias})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no shipped checkpoints in engine/assets")
+        return 0
+    table = [("name", "kind", "size", "")] + [
+        (r["name"], str(r["kind"]), f"{r['size_bytes'] / 1e6:.1f} MB", f"alias of {r['alias_of']}" if r["alias_of"] else "")
+        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + ("  " + row[3] if row[3] else ""))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from engine.checkpoint import read_metadata, resolve_checkpoint_path
 
+    if args.list:
+        return _cmd_info_list(args.json)
     path = resolve_checkpoint_path(args.checkpoint)
     meta = read_metadata(path)
     if args.json:

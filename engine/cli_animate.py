@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("animate", help="animate a face from speech audio",
                               description="Animate a face mesh from speech audio with a Parley checkpoint.")
     p.add_argument("--audio", required=True, help="speech audio file (wav/flac/ogg/...; any rate, resampled to 16 kHz)")
-    p.add_argument("--checkpoint", default="default", help="model .safetensors (default: the bundled model)")
+    p.add_argument("--checkpoint", default="default",
+                   help="shipped checkpoint name (see `python -m engine info --list`) or a .safetensors file "
+                        "(default: 'default')")
     p.add_argument("--template", help="neutral mesh (.obj/.ply/.npy) with the checkpoint's topology: "
                                       "animate this identity instead of the checkpoint's template")
     p.add_argument("--style", help="reference motion (.npy (T,V,3) / .pc2 / .mdd) on the same topology: "

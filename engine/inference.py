@@ -2,9 +2,10 @@
 
 :class:`Animator` is the public API used by the CLI, the Blender add-on and the evaluation code::
 
-    anim = Animator.from_checkpoint("default", device="auto")
+    anim = Animator.from_checkpoint("default", device="auto")     # a shipped name or a .safetensors path
     frames = anim.animate("speech.wav")                 # (T, V, 3) float32 at anim.fps
 
+It works with any :class:`engine.models.base.TalkingFaceModel` and calls only that interface.
 How memory stays bounded for long audio (an hour is ~6.5 GB of float32 output at V=5000, so the
 output itself is the only thing allowed to scale, and it can be a memmap / file, see ``out=``):
 
@@ -12,20 +13,16 @@ output itself is the only thing allowed to scale, and it can be a memmap / file,
    overlap by ``overlap_seconds``; in each overlap the outer quarters are taken from the segment
    that has real audio context there and the middle half is cross-faded linearly.  Finished 50 Hz
    frames are resampled to the mesh rate on the fly (exactly
-   :func:`engine.encoders.interpolate_features` over the whole clip) and projected by the 1x1
-   conv, so only ``Z_audio`` (T x 256 floats: 30 KB per second of audio) is kept.
-2. **AdaIN** (eq. 2) needs ``mu/sigma(Z_audio)`` over the whole clip: computed from ``Z_audio``.
-3. **Decoder** -- kernel-3, stride-1 convolutions only, so an output frame depends on
-   ``decoder_radius`` frames each side.  Frames are decoded in windows of ``window_frames`` plus
-   that margin on each side and the margins are trimmed: identical to one pass (no cross-fade
-   needed), each window written straight into the preallocated output.
+   :func:`engine.encoders.interpolate_features` over the whole clip), so only the mesh-rate
+   features are kept (an hour of whisper tiny features at 30 fps: ~170 MB).
+2. **Style** -- ``model.style_from_reference(reference)`` or ``model.neutral_style()``.
+3. **Model** -- :func:`engine.models.windowing.predict_sequence`: exact windows for models with a
+   finite receptive field, cross-faded chunks for the others; each window is written straight
+   into the output.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,8 +31,7 @@ from torch import Tensor, nn
 
 from engine.checkpoint import DEFAULT_CHECKPOINT
 
-__all__ = ["Animator", "DEFAULT_CHECKPOINT", "ProgressFn", "StreamingInterpolator", "decode_windows",
-           "style_statistics_chunked", "resolve_device"]
+__all__ = ["Animator", "DEFAULT_CHECKPOINT", "ProgressFn", "StreamingInterpolator", "resolve_device"]
 
 ProgressFn = Callable[[str, float], None]
 SPF = 320  # 16 kHz samples per 50 Hz feature frame
@@ -120,59 +116,6 @@ def _segment_plan(num_samples: int, segment: int, overlap: int) -> list[tuple[in
     return plan
 
 
-@torch.no_grad()
-def style_statistics_chunked(model: nn.Module, reference: np.ndarray | Tensor, chunk: int = 512,
-                             device: torch.device | None = None) -> Tensor:
-    """``[mu(Z_face), sigma(Z_face)]`` of a reference ``(T', V, 3)`` without holding ``(T', 3V)`` twice.
-
-    Eq. 1's temporal mean is accumulated first; the per-frame embedding ``W^T Norm(S_i)`` is then
-    computed in chunks (only ``(T', C)`` is kept), and the style encoder runs on that.
-    """
-    device = device or model.W.device
-    ref = reference
-    n = ref.shape[0]
-    if n < 1:
-        raise ValueError("style reference has no frames")
-    mean = torch.zeros(ref.shape[1], 3, dtype=torch.float64)
-    for i in range(0, n, chunk):
-        mean += torch.as_tensor(np.asarray(ref[i:i + chunk]), dtype=torch.float64).sum(0)
-    mean = (mean / n).float().to(device)
-    emb = []
-    for i in range(0, n, chunk):
-        x = torch.as_tensor(np.asarray(ref[i:i + chunk]), dtype=torch.float32).to(device)
-        emb.append(model.embed((x - mean) / model.coord_scale))
-    z = torch.cat(emb).t().unsqueeze(0)                               # (1, C, T')
-    z_face = model.style_encoder(z)
-    mu = z_face.mean(dim=2)
-    sigma = torch.sqrt(z_face.var(dim=2, unbiased=False) + 1e-5)
-    return torch.cat([mu, sigma], dim=1)[0]
-
-
-@torch.no_grad()
-def decode_windows(model: nn.Module, dec_in: Tensor, template: Tensor, out: np.ndarray,
-                   window_frames: int = 1024, progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """Run decoder + eq. 3 over ``dec_in`` ``(T, C)`` in windows; writes ``out`` ``(T, V, 3)``."""
-    T = dec_in.shape[0]
-    r = int(model.decoder_radius)
-    device = model.W.device
-    tmpl = template.to(device).unsqueeze(0)
-    n_win = max(1, math.ceil(T / window_frames))
-    for k in range(n_win):
-        t0, t1 = k * window_frames, min(T, (k + 1) * window_frames)
-        a, b = max(0, t0 - r), min(T, t1 + r)
-        x = dec_in[a:b].to(device).unsqueeze(0)
-        y = model.decode_frames(x, tmpl)[0, t0 - a: t0 - a + (t1 - t0)]
-        out[t0:t1] = y.float().cpu().numpy()
-        if progress is not None:
-            progress((k + 1) / n_win)
-    return out
-
-
-@dataclass
-class _Encoders:
-    modules: list[nn.Module]
-
-
 class Animator:
     """Loaded model + encoders, ready to animate audio.  Thread-compatible, not thread-safe."""
 
@@ -192,27 +135,19 @@ class Animator:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike = "default", device: str = "auto") -> "Animator":
-        """Load a ``.safetensors`` checkpoint (``'default'`` = the shipped model)."""
+        """Load a shipped checkpoint by name (``default``, see ``python -m engine info --list``) or a
+        ``.safetensors`` file."""
         from engine.checkpoint import build_model, load_checkpoint
         from engine.encoders import build_encoder
 
-        if str(path) == "default":
-            path = DEFAULT_CHECKPOINT
-            if not Path(path).is_file():
-                raise FileNotFoundError(
-                    f"the default checkpoint {path} is missing; train it with "
-                    "`python -m training.train --config training/configs/synthtalk_default.toml` "
-                    "and copy runs/synthtalk_default/model.safetensors there, or pass --checkpoint")
         dev = resolve_device(device)
         ckpt = load_checkpoint(path)
         model = build_model(ckpt)
-        enc_specs = ckpt.config.get("encoders") or [ckpt.encoder]
         if getattr(model, "encoders", None) is not None:
             encoders = list(model.encoders)
         else:
-            encoders = [build_encoder(spec) for spec in enc_specs]
-        model = model.float()
-        return cls(model, encoders, ckpt.topology, ckpt.fps, dev, checkpoint=ckpt)
+            encoders = [build_encoder(spec) for spec in (ckpt.config.get("encoders") or [ckpt.encoder])]
+        return cls(model.float(), encoders, ckpt.topology, ckpt.fps, dev, checkpoint=ckpt)
 
     @property
     def num_vertices(self) -> int:
@@ -234,21 +169,25 @@ class Animator:
             raise ValueError("template contains NaN or Inf coordinates")
         return torch.from_numpy(t)
 
-    def style_statistics(self, style: np.ndarray) -> Tensor:
-        s = style
+    @torch.no_grad()
+    def style_vector(self, style: np.ndarray | None) -> Tensor:
+        """The model's style vector for a reference motion ``(T', V, 3)`` (or ``(T', 3V)``); ``None``
+        = the model's neutral style."""
+        if style is None:
+            return self.model.neutral_style().detach().float().cpu()
+        s = style if isinstance(style, np.memmap) else np.asarray(style, dtype=np.float32)
         if s.ndim == 2 and s.shape[1] == 3 * self.num_vertices:
             s = s.reshape(s.shape[0], self.num_vertices, 3)
         if s.ndim != 3 or s.shape[1:] != (self.num_vertices, 3):
             from engine.topology import TopologyMismatch
             raise TopologyMismatch(
                 f"style reference must be (frames, {self.num_vertices}, 3) on this model's topology, got shape {s.shape}")
-        return style_statistics_chunked(self.model, s, device=self.device).cpu()
+        return self.model.style_from_reference(s).detach().float().cpu()
 
-    # ------------------------------------------------------------------ stage 1: audio -> Z_audio
+    # ------------------------------------------------------------------ stage 1: audio -> features
     @torch.no_grad()
-    def audio_latent(self, wav: np.ndarray, num_frames: int, progress: Callable[[float], None] | None = None) -> Tensor:
-        """``Z_audio`` ``(num_frames, C)`` for a mono 16 kHz waveform, segment by segment."""
-        model = self.model
+    def features(self, wav: np.ndarray, num_frames: int, progress: Callable[[float], None] | None = None) -> Tensor:
+        """Encoder features at the mesh rate ``(num_frames, F)`` for a mono 16 kHz waveform, segment by segment."""
         n = len(wav)
         t50 = n // SPF
         if t50 < 1:
@@ -256,17 +195,12 @@ class Animator:
         seg = int(self.segment_seconds * 16000) // SPF * SPF
         ov = int(self.overlap_seconds * 16000) // SPF * SPF
         plan = _segment_plan(t50 * SPF, seg, ov)
-        z = torch.empty(num_frames, model.config.channels, dtype=torch.float32)
+        z: Tensor | None = None
         interp = StreamingInterpolator(t50, num_frames)
         pending: Tensor | None = None        # features of the previous segment's overlap tail
-        pending_start = 0
         for i, (s0, s1) in enumerate(plan):
             f0, f1 = s0 // SPF, s1 // SPF
-            parts = []
-            for enc in self.encoders:
-                f = enc.encode(wav[s0:s1]).float()
-                parts.append(f[: f1 - f0])
-            feats = torch.cat(parts, dim=1)                      # (f1 - f0, C_in)
+            feats = torch.cat([enc.encode(wav[s0:s1]).float()[: f1 - f0].cpu() for enc in self.encoders], dim=1)
             if pending is not None:
                 # Each segment's outermost frames saw padding instead of audio: the first and last
                 # quarter of the overlap take only the segment that has real context there, the
@@ -279,17 +213,15 @@ class Animator:
             if i < len(plan) - 1:
                 nxt = plan[i + 1][0] // SPF
                 done, pending = feats[: nxt - f0], feats[nxt - f0:]
-                pending_start = nxt
             else:
                 done, pending = feats, None
             j0, rows = interp.push(done)
-            if rows.shape[0]:
-                x = rows.to(self.device).unsqueeze(0)
-                z[j0:j0 + rows.shape[0]] = model.audio_latent(x)[0].cpu()
+            if z is None:
+                z = torch.empty(num_frames, feats.shape[1], dtype=torch.float32)
+            z[j0:j0 + rows.shape[0]] = rows
             if progress is not None:
                 progress((i + 1) / len(plan))
-        del pending_start
-        if interp.next_out != num_frames:  # pragma: no cover - guarded by StreamingInterpolator tests
+        if interp.next_out != num_frames or z is None:  # pragma: no cover - guarded by StreamingInterpolator tests
             raise RuntimeError(f"internal error: produced {interp.next_out} of {num_frames} frames")
         return z
 
@@ -297,19 +229,20 @@ class Animator:
     @torch.no_grad()
     def animate(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None, fps: float | None = None,
                 style: np.ndarray | None = None, template: np.ndarray | None = None,
-                progress: ProgressFn | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                progress: ProgressFn | None = None, out: Any = None) -> np.ndarray:
         """Animate speech: returns ``(T, V, 3)`` float32 with ``T = num_frames(len(audio), fps)``.
 
         ``audio``: a file path or a mono waveform (arrays are taken as 16 kHz unless ``sample_rate`` says
         otherwise; files carry their own rate).
         ``fps``: output frame rate (default: the checkpoint's).  ``style``: reference motion
-        ``(T', V, 3)`` on this topology (any identity); ``None`` = the neutral training style.
+        ``(T', V, 3)`` on this topology (any identity); ``None`` = the model's neutral style.
         ``template``: a different neutral face ``(V, 3)`` on the same topology.
         ``progress(stage, fraction)`` with stage ``encode`` / ``decode``.
         ``out``: optional preallocated ``(T, V, 3)`` float32 array (e.g. ``np.memmap`` of the
         destination file) -- then nothing of output size is held in RAM.
         """
         from engine.audio import load_audio, num_frames as frames_for
+        from engine.models.windowing import predict_sequence
 
         if isinstance(audio, np.ndarray) and sample_rate is None:
             sample_rate = 16000  # arrays are the engine's canonical 16 kHz unless told otherwise
@@ -319,29 +252,8 @@ class Animator:
             raise ValueError(f"fps must be positive, got {fps}")
         T = frames_for(len(wav), fps)
         tmpl = self._template(template)
+        style_vec = self.style_vector(style)
         stage = (lambda name: (lambda f: progress(name, f))) if progress is not None else (lambda name: None)
-        z_audio = self.audio_latent(wav, T, progress=stage("encode"))
-        if style is not None:
-            style_stats = self.style_statistics(np.asarray(style, dtype=np.float32) if not isinstance(style, np.memmap)
-                                                else style)
-        else:
-            style_stats = self.model.neutral_style.detach().float().cpu()
-        return self.decode(z_audio, style_stats, tmpl, out=out, progress=stage("decode"))
-
-    @torch.no_grad()
-    def decode(self, z_audio: Tensor, style_stats: Tensor, template: Tensor, out: np.ndarray | None = None,
-               progress: Callable[[float], None] | None = None) -> np.ndarray:
-        """Eq. 2 + decoder + eq. 3 for a whole clip's ``Z_audio`` ``(T, C)``."""
-        from engine.models.composite_regional import adain, instance_stats
-
-        model = self.model
-        T = z_audio.shape[0]
-        if out is None:
-            out = np.empty((T, self.num_vertices, 3), dtype=np.float32)
-        elif out.shape != (T, self.num_vertices, 3):
-            raise ValueError(f"out must have shape {(T, self.num_vertices, 3)}, got {out.shape}")
-        sigma_p, mu_p = model.modulation(style_stats.to(self.device).unsqueeze(0))
-        mu_a, sig_a = instance_stats(z_audio.unsqueeze(0))
-        z_fuse = adain(z_audio.unsqueeze(0), sigma_p.cpu(), mu_p.cpu(), audio_stats=(mu_a, sig_a))[0]
-        dec_in = model.decoder_input(z_fuse.to(self.device).unsqueeze(0), template.to(self.device).unsqueeze(0))[0]
-        return decode_windows(model, dec_in, template, out, self.window_frames, progress)
+        feats = self.features(wav, T, progress=stage("encode"))
+        return predict_sequence(self.model, feats, tmpl, style_vec, out=out, window_frames=self.window_frames,
+                                progress=stage("decode"))

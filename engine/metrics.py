@@ -5,11 +5,18 @@ same name ("lip vertex error") for numbers that differ by a square root:
 
 * ``lip_vertex_error_sq``      FaceFormer/CodeTalker/UniTalker: per frame the max over lip
                                vertices of the *squared* L2 error, averaged over frames.
+                               Over a test set CodeTalker pools the frames of all clips
+                               (``lip_vertex_error_sq_pooled``; :func:`pool_by_frames` from
+                               per-clip values), not the mean of per-clip values.
 * ``lip_vertex_error_l2``      Wu et al.: the same with the Euclidean distance.
 * ``lip_vertex_error_l2_mean`` Euclidean, averaged over lip vertices and frames.
 * ``fdd``                      CodeTalker's upper-face dynamics deviation (signed: gt - pred).
 * ``lip_readability_percentage`` SelfTalk eq. 18: % of (frame, lip vertex) pairs closer than mu.
-* ``f_dtw``                    DTW distance between per-frame vectors, normalised by path length.
+* ``f_dtw``                    Wu et al. (paper 003, ``dtw_error`` in the authors' code): frame
+                               distance = mean over (masked) vertices of the Euclidean distance;
+                               the *total* cost of the optimal DTW path (not length-normalised).
+* ``dtw_per_step``             Parley's earlier variant: Euclidean distance of whole-frame
+                               vectors, divided by the path length (not a published metric).
 * ``bilabial_closure_rate``    fraction of /p b m/ midpoints where the inner lips touch.
 
 Arrays are (T, V, 3); masks are integer vertex-index arrays.
@@ -26,8 +33,10 @@ __all__ = [
     "BILABIALS",
     "bilabial_closure_rate",
     "dtw",
+    "dtw_per_step",
     "evaluate_all",
     "f_dtw",
+    "frame_distances",
     "fdd",
     "inner_lip_gap",
     "mouth_aperture_correlation",
@@ -35,12 +44,15 @@ __all__ = [
     "lip_vertex_error_l2",
     "lip_vertex_error_l2_mean",
     "lip_vertex_error_sq",
+    "lip_vertex_error_sq_pooled",
     "mean_vertex_error",
+    "pool_by_frames",
     "upper_face_error",
 ]
 
 BILABIALS = frozenset({"p", "b", "m"})
 DTW_MAX_CELLS = 60_000_000  # ~1.4 GB of DP tables; longer clips skip F-DTW in evaluate_all
+DTW_MAX_WORK = 3e9          # frame pairs x vertices for the F-DTW distance table (~1 min); beyond: skipped
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +87,25 @@ def _sq_dist(pred, gt, mask=None, name="mask") -> np.ndarray:
 def lip_vertex_error_sq(pred, gt, lips) -> float:
     """Max over lip vertices of squared L2 error per frame, mean over frames (FaceFormer)."""
     return float(_sq_dist(pred, gt, lips, "lips").max(axis=1).mean())
+
+
+def lip_vertex_error_sq_pooled(preds: Sequence, gts: Sequence, lips) -> float:
+    """LVE as CodeTalker reports it for a test set: the per-frame max squared lip error of *every
+    frame of every clip*, averaged once (a long clip weighs more than a short one)."""
+    per_frame = [_sq_dist(p, g, lips, "lips").max(axis=1) for p, g in zip(preds, gts, strict=True)]
+    if not per_frame:
+        raise ValueError("no clips to evaluate")
+    return float(np.concatenate(per_frame).mean())
+
+
+def pool_by_frames(values: Sequence[float], frames: Sequence[float]) -> float:
+    """A per-frame mean over all clips from per-clip means and frame counts (``sum v_i n_i / sum n_i``):
+    pooling :func:`lip_vertex_error_sq` values this way gives :func:`lip_vertex_error_sq_pooled`."""
+    v = np.asarray(values, dtype=np.float64)
+    n = np.asarray(frames, dtype=np.float64)
+    if v.shape != n.shape or v.size == 0 or n.sum() <= 0:
+        raise ValueError("pool_by_frames needs one positive frame count per value")
+    return float((v * n).sum() / n.sum())
 
 
 def lip_vertex_error_l2(pred, gt, lips) -> float:
@@ -134,22 +165,20 @@ def lip_readability_percentage(pred, gt, lips, threshold: float) -> float:
     return float((d < threshold).mean() * 100.0)
 
 
-def dtw(a: np.ndarray, b: np.ndarray, band: int | None = None) -> tuple[float, int]:
-    """Dynamic time warping between (Ta, D) and (Tb, D) with Euclidean frame cost.
+def dtw(cost: np.ndarray, band: int | None = None) -> tuple[float, int]:
+    """Dynamic time warping over a frame-distance matrix ``cost`` ``(Ta, Tb)``.
 
-    Returns (total cost of the optimal path, number of cells on that path). Steps are
-    (1,0), (0,1), (1,1); ties prefer the diagonal. ``band`` is a Sakoe-Chiba radius around the
-    rescaled diagonal (None = unconstrained). O(Ta*Tb) time and memory, vectorised per anti-diagonal.
+    ``D[i, j] = cost[i, j] + min(D[i-1, j], D[i, j-1], D[i-1, j-1])`` from ``D[0, 0] = cost[0, 0]``
+    to ``D[Ta-1, Tb-1]``.  Returns (total cost of the optimal path, number of cells on it); ties
+    prefer the diagonal.  ``band`` is a Sakoe-Chiba radius around the rescaled diagonal (None =
+    unconstrained).  O(Ta*Tb) time and memory, vectorised per anti-diagonal.
     """
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    n, m = len(a), len(b)
-    if n == 0 or m == 0:
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2 or cost.size == 0:
         raise ValueError("DTW needs non-empty sequences")
+    n, m = cost.shape
     if n * m > DTW_MAX_CELLS:
         raise ValueError(f"DTW of {n} x {m} frames needs too much memory; evaluate shorter clips")
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    cost = np.sqrt(np.maximum(sq, 0.0))
     if band is not None and n > 1 and m > 1:  # a single-frame side leaves only one possible path
         i = np.arange(n)[:, None]
         j = np.arange(m)[None, :]
@@ -172,17 +201,47 @@ def dtw(a: np.ndarray, b: np.ndarray, band: int | None = None) -> tuple[float, i
     return total, int(length[n, m])
 
 
+def _masked_frames(x, mask) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    a = a.reshape(a.shape[0], -1, 3)
+    return a[:, _idx(mask, "mask")] if mask is not None else a
+
+
+def frame_distances(pred, gt, mask=None) -> np.ndarray:
+    """``(Tp, Tg)``: entry ``(i, j)`` = mean over the (masked) vertices of ``||pred_i - gt_j||``."""
+    p, g = _masked_frames(pred, mask), _masked_frames(gt, mask)
+    if p.shape[1:] != g.shape[1:]:
+        raise ValueError(f"prediction and ground truth frames differ: {p.shape[1:]} vs {g.shape[1:]}")
+    if len(p) * len(g) > DTW_MAX_CELLS:
+        raise ValueError(f"DTW of {len(p)} x {len(g)} frames needs too much memory; evaluate shorter clips")
+    out = np.empty((len(p), len(g)))
+    chunk = max(1, int(2e7 // max(1, g.size)))                              # ~160 MB of differences at a time
+    for i in range(0, len(p), chunk):
+        d = p[i:i + chunk, None] - g[None]                                  # (c, Tg, V, 3)
+        out[i:i + chunk] = np.sqrt((d * d).sum(-1)).mean(-1)
+    return out
+
+
 def f_dtw(pred, gt, mask=None, band: int | None = None) -> float:
-    """DTW distance between prediction and ground-truth per-frame vectors (restricted to ``mask``
-    vertices if given), divided by the warping-path length. Lengths may differ."""
-    p = np.asarray(pred, dtype=np.float64)
-    g = np.asarray(gt, dtype=np.float64)
-    p = p.reshape(p.shape[0], -1, 3)
-    g = g.reshape(g.shape[0], -1, 3)
-    if mask is not None:
-        m = _idx(mask, "mask")
-        p, g = p[:, m], g[:, m]
-    total, steps = dtw(p.reshape(len(p), -1), g.reshape(len(g), -1), band=band)
+    """F-DTW of Wu et al.: total cost of the optimal DTW path where a frame pair costs the mean
+    per-vertex Euclidean distance (over ``mask`` vertices if given).  Not normalised by length, so
+    it grows with the clip: compare it between methods on the same clips only.  Lengths may differ.
+
+    (The authors' release fills the first row of the accumulated-cost table with a loop bound to the
+    wrong axis, which leaves ``D[0, j>0] = 0``; we use the standard recurrence it intends.)
+    """
+    return dtw(frame_distances(pred, gt, mask), band=band)[0]
+
+
+def dtw_per_step(pred, gt, mask=None, band: int | None = None) -> float:
+    """Parley's earlier DTW metric, kept under its own name: frame distance = Euclidean norm of the
+    whole (masked) frame difference, total path cost divided by the path length."""
+    p, g = _masked_frames(pred, mask), _masked_frames(gt, mask)
+    a, b = p.reshape(len(p), -1), g.reshape(len(g), -1)
+    if len(a) * len(b) > DTW_MAX_CELLS:
+        raise ValueError(f"DTW of {len(a)} x {len(b)} frames needs too much memory; evaluate shorter clips")
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    total, steps = dtw(np.sqrt(np.maximum(sq, 0.0)), band=band)
     return total / steps
 
 
@@ -253,6 +312,8 @@ def evaluate_all(pred, gt, template, masks: Mapping[str, Any], phones=None, fps:
     two sequences differ in length by one frame they are trimmed to the shorter; a larger
     difference is an error (it would mean the two were made for different audio).
     LRP is reported only when ``lrp_threshold`` is given (its meaning depends on units).
+    ``f_dtw`` (over the ``face`` mask, or all vertices) and ``f_dtw_lips`` cost O(T^2 V): they are
+    left out for clips too long for :data:`DTW_MAX_CELLS` / :data:`DTW_MAX_WORK` (minutes of audio).
     """
     p = np.asarray(pred, dtype=np.float64)
     g = np.asarray(gt, dtype=np.float64)
@@ -266,12 +327,17 @@ def evaluate_all(pred, gt, template, masks: Mapping[str, Any], phones=None, fps:
     t = min(len(p), len(g))
     p, g = p[:t], g[:t]
     out: dict[str, float] = {"frames": float(t), "mve": mean_vertex_error(p, g)}
+    face = masks.get("face")
+    face = face if face is not None and len(face) else None
+    n_face = len(face) if face is not None else p.shape[1]
+    if t * t <= DTW_MAX_CELLS and t * t * n_face <= DTW_MAX_WORK:  # O(T^2 V): skipped (not faked) for long clips
+        out["f_dtw"] = f_dtw(p, g, face, band=dtw_band)
     lips = masks.get("lips")
     if lips is not None and len(lips):
         out["lve_sq"] = lip_vertex_error_sq(p, g, lips)
         out["lve_l2"] = lip_vertex_error_l2(p, g, lips)
         out["lve_l2_mean"] = lip_vertex_error_l2_mean(p, g, lips)
-        if t * t <= DTW_MAX_CELLS:  # O(T^2): skipped (not faked) for clips over ~4 minutes at 30 fps
+        if t * t <= DTW_MAX_CELLS and t * t * len(lips) <= DTW_MAX_WORK:
             out["f_dtw_lips"] = f_dtw(p, g, lips, band=dtw_band)
         if lrp_threshold is not None:
             out["lrp"] = lip_readability_percentage(p, g, lips, lrp_threshold)

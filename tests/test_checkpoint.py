@@ -126,3 +126,36 @@ def test_newer_format_refused(tmp_path):
     save_file(tensors, str(newer), metadata={"parley": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="newer"):
         read_metadata(newer)
+
+
+def test_shipped_checkpoints_by_name_and_alias(tmp_path, monkeypatch):
+    """``--checkpoint NAME`` = engine/assets/NAME.safetensors; composite_regional aliases default; an
+    unknown name lists the available ones; a path still works."""
+    import engine.checkpoint as C
+
+    monkeypatch.setattr(C, "ASSETS", tmp_path)
+    _, default = _save(tmp_path, name="default.safetensors")
+    _, other = _save(tmp_path, name="selftalk.safetensors")
+    assert C.shipped_checkpoints() == {"composite_regional": default, "default": default, "selftalk": other}
+    assert C.resolve_checkpoint_path("selftalk") == other
+    assert C.resolve_checkpoint_path(None) == default and C.resolve_checkpoint_path("composite_regional") == default
+    assert load_checkpoint("selftalk").kind == "test_tiny"
+    with pytest.raises(CheckpointError, match=r"no shipped checkpoint named 'facefomer'; available: "
+                                              r"composite_regional, default, selftalk"):
+        C.resolve_checkpoint_path("facefomer")
+    assert C.resolve_checkpoint_path(str(other)) == other          # explicit paths are taken as they are
+    (tmp_path / "composite_regional.safetensors").write_bytes(default.read_bytes())
+    assert C.shipped_checkpoints()["composite_regional"].name == "composite_regional.safetensors"  # own file wins
+
+
+def test_old_composite_checkpoint_key_neutral_style_loads(tmp_path):
+    """Checkpoints written before the model interface stored the buffer as ``neutral_style``."""
+    from engine.models.composite_regional import CompositeRegionalModel
+    topo = tiny_topology()
+    m = CompositeRegionalModel.from_config({"feature_dim": 4, "channels": 8}, topo)
+    sd = m.state_dict()
+    sd["neutral_style"] = sd.pop("neutral_style_stats") + 3.0
+    back = CompositeRegionalModel.from_config({"feature_dim": 4, "channels": 8}, topo)
+    back.load_state_dict(sd, strict=True)
+    torch.testing.assert_close(back.neutral_style(), sd["neutral_style"])
+    assert back.config.adain_stats == "clip"   # a config without the key is an old, clip-statistics model

@@ -133,3 +133,21 @@ def test_plugin_hook(tmp_path, monkeypatch, capsys):
 def test_no_command_prints_help():
     r = run()
     assert r.returncode == 2 and "info" in r.stderr and "evaluate" in r.stderr
+
+
+def test_info_list_shows_shipped_checkpoints(tmp_path, monkeypatch, capsys):
+    import engine.checkpoint as C
+    monkeypatch.setattr(C, "ASSETS", tmp_path)
+    save_checkpoint(tmp_path / "default.safetensors", Tiny(), config={}, topology=topo(),
+                    encoder={"kind": "whisper"}, fps=30.0, data_card={})
+    assert cli.main(["info", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "kind", "size"]
+    assert lines[1].split()[:2] == ["composite_regional", "test_cli_tiny"] and "alias of default" in lines[1]
+    assert lines[2].split()[:2] == ["default", "test_cli_tiny"] and lines[2].split()[3] == "MB"
+    assert cli.main(["info", "--list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["composite_regional", "default"]
+    assert rows[1]["size_bytes"] == (tmp_path / "default.safetensors").stat().st_size
+    assert cli.main(["info", "nosuch"]) == 2
+    assert "available: composite_regional, default" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.inference import Animator, decode_windows
+from engine.inference import Animator
+from engine.models.windowing import predict_sequence
 from engine.models.composite_regional import CompositeRegionalConfig, CompositeRegionalModel
 from engine.topology import Topology, TopologyMismatch
 from tests.test_train_support import ToneEncoder, grid_face
@@ -80,17 +81,27 @@ def test_windowed_segmented_inference_equals_one_pass():
     np.testing.assert_allclose(anim.animate(wav), ref, atol=2e-5)
 
 
-def test_decode_windows_exact_for_any_window():
+@pytest.mark.parametrize("adain_stats", ["window", "clip"])
+def test_predict_sequence_exact_for_any_window(adain_stats):
+    """Finite receptive field: windows with trimmed margins equal one pass, for any window size."""
     anim = tiny_animator()
     m = anim.model
-    dec_in = torch.randn(203, 16)
-    tmpl = m.template
-    full = np.empty((203, anim.num_vertices, 3), np.float32)
-    decode_windows(m, dec_in, tmpl, full, window_frames=10_000)
-    for w in (1, 16, 17, 50):
-        part = np.empty_like(full)
-        decode_windows(m, dec_in, tmpl, part, window_frames=w)
-        np.testing.assert_allclose(part, full, atol=1e-5)
+    m.config.adain_stats, m.config.adain_window = adain_stats, 21
+    assert m.receptive_field == (10 + m.decoder_radius if adain_stats == "window" else m.decoder_radius)
+    feats = torch.randn(203, m.config.feature_dim)
+    with torch.no_grad():
+        ref = m(feats.unsqueeze(0))[0].numpy()
+    style = m.neutral_style()
+    for w in (1, 16, 17, 50, 10_000):
+        part = predict_sequence(m, feats, m.template, style, window_frames=w)
+        np.testing.assert_allclose(part, ref, atol=1e-5)
+    if adain_stats == "window":  # and the windows really are local: a far-away change leaves frame 0 alone
+        far = feats.clone()
+        far[m.receptive_field + 1:] += 3.0
+        np.testing.assert_allclose(predict_sequence(m, far, m.template, style)[0], ref[0], atol=1e-5)
+        near = feats.clone()
+        near[8] += 3.0   # inside frame 0's statistics window (and decoder reach): it matters
+        assert np.abs(predict_sequence(m, near, m.template, style)[0] - ref[0]).max() > 1e-4
 
 
 def test_long_input_runs_in_windows(monkeypatch):

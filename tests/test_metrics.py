@@ -79,20 +79,43 @@ def _seq(xs, extra=None):
 
 
 def test_f_dtw_by_hand():
-    # pred x = [0, 2], gt x = [0, 1, 2]: cost |p-g| = [[0,1,2],[2,1,0]]; best path (0,0)->(0,1)or(1,1)->(1,2)
-    # total 0 + 1 + 0 = 1 over 3 cells -> 1/3
-    assert M.f_dtw(_seq([0, 2]), _seq([0, 1, 2]), mask=[0]) == pytest.approx(1 / 3)
+    """Wu et al.'s F-DTW: frame cost = mean per-vertex Euclidean distance, total path cost (no normalising)."""
+    # pred x = [0, 2], gt x = [0, 1, 2] (one vertex): cost [[0,1,2],[2,1,0]]; best path
+    # (0,0) -> (0,1) or (1,1) -> (1,2): 0 + 1 + 0 = 1
+    assert M.f_dtw(_seq([0, 2]), _seq([0, 1, 2]), mask=[0]) == pytest.approx(1.0)
     # time-shifted copy: warping absorbs the shift entirely
     assert M.f_dtw(_seq([0, 1, 2]), _seq([0, 0, 1, 2]), mask=[0]) == pytest.approx(0.0)
-    # pred [0,1,2] vs gt [1,2,3]: best path (0,0)=1,(1,0)=0,(2,1)=0,(2,2)=1 -> 2 / 4 cells = 0.5;
-    # band 0 forces the diagonal: (1+1+1)/3 = 1.0
+    # pred [0,1,2] vs gt [1,2,3]: best path (0,0)=1,(1,0)=0,(2,1)=0,(2,2)=1 -> 2 (not / 4);
+    # band 0 forces the diagonal: 1+1+1 = 3
     p, g = _seq([0, 1, 2]), _seq([1, 2, 3])
-    assert M.f_dtw(p, g, mask=[0]) == pytest.approx(0.5)
-    assert M.f_dtw(p, g, mask=[0], band=0) == pytest.approx(1.0)
-    # the mask matters: vertex 1 differs by 3 in every frame -> frame distance sqrt(d0^2 + 9)
-    # diagonal-free optimum for equal sequences in v0 is the diagonal: 3 per frame -> 3.0
-    assert M.f_dtw(_seq([0, 1], extra=[3, 3]), _seq([0, 1]), mask=None) == pytest.approx(3.0)
-    assert M.f_dtw(_seq([0, 1], extra=[3, 3]), _seq([0, 1]), mask=[0]) == pytest.approx(0.0)
+    assert M.f_dtw(p, g, mask=[0]) == pytest.approx(2.0)
+    assert M.f_dtw(p, g, mask=[0], band=0) == pytest.approx(3.0)
+    # mean over vertices, not the norm of the whole frame: vertex 0 off by 3 (x), vertex 1 by 4 (y)
+    # in both frames -> every frame pair costs (3 + 4) / 2 = 3.5; two diagonal cells -> 7.0.
+    # The earlier Parley variant (whole-frame norm 5, divided by the 2 path cells) gives 5.0.
+    pred = np.zeros((2, 2, 3))
+    gt = np.zeros((2, 2, 3))
+    gt[:, 0, 0], gt[:, 1, 1] = 3.0, 4.0
+    assert M.f_dtw(pred, gt) == pytest.approx(7.0)
+    assert M.dtw_per_step(pred, gt) == pytest.approx(5.0)
+    # the mask selects vertices: only vertex 1 -> 4 per frame -> 8
+    assert M.f_dtw(pred, gt, mask=[1]) == pytest.approx(8.0)
+    np.testing.assert_allclose(M.frame_distances(pred, gt), np.full((2, 2), 3.5))
+
+
+def test_lve_sq_pooled_over_frames_of_all_clips():
+    """CodeTalker pools frames: clip A (1 frame, max squared lip error 4), clip B (3 frames, 1 each)
+    -> (4 + 1 + 1 + 1) / 4 = 1.75, not the mean of per-clip values (4 + 1) / 2 = 2.5."""
+    a_pred, a_gt = np.zeros((1, 2, 3)), np.zeros((1, 2, 3))
+    a_gt[0, 1, 2] = 2.0
+    b_pred, b_gt = np.zeros((3, 2, 3)), np.zeros((3, 2, 3))
+    b_gt[:, 0, 0] = 1.0
+    assert M.lip_vertex_error_sq_pooled([a_pred, b_pred], [a_gt, b_gt], [0, 1]) == pytest.approx(1.75)
+    per_clip = [M.lip_vertex_error_sq(a_pred, a_gt, [0, 1]), M.lip_vertex_error_sq(b_pred, b_gt, [0, 1])]
+    assert per_clip == pytest.approx([4.0, 1.0])
+    assert M.pool_by_frames(per_clip, [1, 3]) == pytest.approx(1.75)
+    with pytest.raises(ValueError):
+        M.pool_by_frames([1.0], [0])
 
 
 def test_dtw_matches_bruteforce_on_random_sequences():
@@ -104,7 +127,7 @@ def test_dtw_matches_bruteforce_on_random_sequences():
     for i in range(1, 8):
         for j in range(1, 6):
             acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    total, steps = M.dtw(a, b)
+    total, steps = M.dtw(cost)
     assert total == pytest.approx(acc[7, 5])
     assert 7 <= steps <= 11  # path length between max(n,m) and n+m-1
 
@@ -142,6 +165,8 @@ def test_evaluate_all(pair):
     assert out["lve_sq"] == pytest.approx(14.5) and out["lve_l2"] == pytest.approx(3.5)
     assert out["mve"] == pytest.approx(11 / 6) and out["upper_face_error"] == pytest.approx(1.0)
     assert out["frames"] == 2.0 and "lrp" not in out and "bilabial_closure_rate" not in out
+    assert out["f_dtw"] == pytest.approx(M.f_dtw(pred, gt)) and out["f_dtw_lips"] == pytest.approx(M.f_dtw(pred, gt, [0, 1]))
+    assert out["f_dtw"] > 0
     assert all(isinstance(v, float) for v in out.values())
     assert "lve_sq" not in M.evaluate_all(pred, gt, np.zeros((3, 3)), {})  # no lips mask -> no lip metrics
     out = M.evaluate_all(pred, gt[:1].repeat(3, 0), np.zeros((3, 3)), masks, lrp_threshold=1.5)  # 2 vs 3 frames: trimmed

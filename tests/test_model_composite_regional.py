@@ -91,7 +91,7 @@ def test_style_changes_output_and_neutral_is_used_without_reference():
     moving = m(x, reference=torch.randn(1, 12, V, 3))
     assert (still - moving).abs().max() > 1e-4
     neutral = m(x)
-    explicit = m(x, style_stats=m.neutral_style.unsqueeze(0))
+    explicit = m(x, style_stats=m.neutral_style().unsqueeze(0))
     torch.testing.assert_close(neutral, explicit)
 
 
@@ -131,7 +131,7 @@ def test_registered_and_round_trips_through_checkpoint(tmp_path):
                                                         "face": np.arange(V)})
     m = CompositeRegionalModel.from_config({"feature_dim": 8, "channels": 16}, topo)
     with torch.no_grad():
-        m.neutral_style.normal_()
+        m.neutral_style().normal_()
     save_checkpoint(tmp_path / "m.safetensors", m, config=m.checkpoint_config(), topology=topo,
                     encoder={"kind": "hama", "name_or_path": None, "layer": -1}, fps=30.0, data_card={})
     back = build_model(load_checkpoint(tmp_path / "m.safetensors"))

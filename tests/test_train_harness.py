@@ -28,8 +28,13 @@ def tiny_cfg(root: Path, *extra: str):
                               "data.max_clips_per_split=0", "eval.max_clips=0", *extra])
 
 
-def run(cfg, out: Path, resume: bool = False) -> Trainer:
-    tr = Trainer(cfg, out, resume=resume, encoder_factory=lambda s: ToneEncoder())
+def run(cfg, out: Path, resume: bool = False, kill_at: int = 0) -> Trainer:
+    """Train; ``kill_at``: exit abruptly (status 75) right after the checkpoint of that step."""
+    def on_checkpoint(step: int) -> None:
+        if kill_at and step >= kill_at:
+            sys.stderr.flush()
+            os._exit(75)
+    tr = Trainer(cfg, out, resume=resume, encoder_factory=lambda s: ToneEncoder(), on_checkpoint=on_checkpoint)
     tr.fit()
     return tr
 
@@ -74,7 +79,7 @@ def test_training_lowers_loss_and_beats_mean_face(corpus, tmp_path):
     ck = load_checkpoint(out / "model.safetensors")
     assert ck.meta.get("half") and ck.kind == "composite_regional"
     m = build_model(ck)
-    assert not torch.allclose(m.neutral_style[:32], torch.zeros(32))
+    assert not torch.allclose(m.neutral_style()[:32], torch.zeros(32))
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -94,8 +99,8 @@ def test_killed_run_resumes_bit_for_bit(corpus, tmp_path):
         "import sys, torch; torch.set_num_threads(1)\n"
         "from tests.test_train_harness import tiny_cfg, run\n"
         "from pathlib import Path\n"
-        f"run(tiny_cfg(Path({str(corpus)!r}), 'train.max_steps={2 * N}', 'train.checkpoint_every={N}', "
-        f"'train.stop_after_steps={N}'), Path({str(killed)!r}))\n"
+        f"run(tiny_cfg(Path({str(corpus)!r}), 'train.max_steps={2 * N}', 'train.checkpoint_every={N}'), "
+        f"Path({str(killed)!r}), kill_at={N})\n"
     )
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 75, r.stderr[-2000:]     # died right after the step-N checkpoint

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.fileio import atomic_write
 
-METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "f_dtw_lips", "aperture_corr",
+METRICS = ["lve_l2", "lve_l2_mean", "lve_sq", "mve", "upper_face_error", "f_dtw", "f_dtw_lips", "aperture_corr",
            "bilabial_closure_rate", "bilabial_closure_rate_gt"]
 
 
@@ -60,6 +60,7 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
     from engine.inference import Animator
     from engine.metrics import evaluate_all
     from training.baselines import mean_face
+    from training.evaluate import aggregate
 
     anim = Animator.from_checkpoint(checkpoint, device="cpu")
     masks, fps = anim.topology.masks, anim.fps
@@ -84,13 +85,8 @@ def evaluate(checkpoint: str, root: Path, split: str, max_clips: int, train_root
                                                           phones=phones, fps=fps))
     out = {}
     for method, rs in rows.items():
-        agg = {}
-        for k in METRICS:
-            vals = [r[k] for r in rs if k in r and np.isfinite(r[k])]
-            if vals:
-                agg[k] = float(np.mean(vals))
-        agg["clips"] = len(rs)
-        out[method] = agg
+        agg = aggregate(rs)      # means over clips; lve_sq pooled over the frames of all clips
+        out[method] = {k: agg[k] for k in METRICS if k in agg} | {"clips": len(rs)}
     return {"checkpoint": checkpoint, "data": str(root), "split": split, "results": out}
 
 

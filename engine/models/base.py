@@ -81,6 +81,14 @@ class TalkingFaceModel(nn.Module):
                                 "animate without --style")
 
     # ------------------------------------------------------------------ inference
+    def clip_context(self, features: Tensor) -> Any:
+        """Whole-clip quantities every window needs, from all of a clip's features ``(T, F)``
+        (e.g. clip-level normalisation statistics).  ``None`` (the default) = windows are
+        self-contained.  When it returns something, :mod:`engine.models.windowing` passes it to
+        every :meth:`predict` call as ``context=``; models that never return one need not accept it.
+        """
+        return None
+
     def predict(self, features: Tensor, template: Tensor, style: Tensor) -> Tensor:
         """Inference forward: ``(B, T, F)``, ``(B, V, 3)``, ``(B, S)`` -> ``(B, T, V, 3)``.
 

@@ -27,12 +27,24 @@ statistics stored as buffers), as the authors' code does, so the same ``alpha``,
 initialisation work for VOCASET (metres) and SynthTalk alike; inputs and outputs are in the
 dataset's units.  The template passes through exactly: ``W Z_pred = 0`` gives ``S_hat = S_bar``.
 
-Neutral style: ``neutral_style`` (a buffer) holds the training-set mean of the style statistics
-``[mu(Z_face), sigma(Z_face)]``; it is used whenever no reference sequence is given.
+Neutral style: the ``neutral_style_stats`` buffer holds the style vector used whenever no
+reference sequence is given -- the training-set mean of ``[mu(Z_face), sigma(Z_face)]`` (Sec. 4.2),
+or, for a model trained without references, exactly the vector its training fed the modulation.
+
+**AdaIN statistics (deviation, ``adain_stats``).**  The paper takes ``mu/sigma(Z_audio)`` over the
+whole sequence.  Training sees 96-frame crops and inference whole files, so the same speech got
+different statistics (30 s animated alone vs inside a 10-min file: 0.41 mm mean, 6 mm max on the
+lips with the shipped checkpoint).  ``adain_stats = "window"`` (new runs) takes them over a
+centred sliding window of ``adain_window`` frames instead, truncated at the sequence ends, the same
+function in training and inference; the model then has a finite receptive field
+(``adain_window // 2 + decoder_radius`` frames) and windowed inference is exact.  ``"clip"`` is the
+paper's form (checkpoints written before the option, e.g. the shipped ``default``, load as
+``"clip"`` and animate exactly as before: inference computes the whole clip's statistics first,
+:meth:`CompositeRegionalModel.clip_context`).
 
 Every operation after the AdaIN statistics is either per-frame or a kernel-3 convolution, so the
 decoder has a finite receptive field (:attr:`CompositeRegionalModel.decoder_radius` frames each
-side) and inference can run it over overlapping windows with results identical to one pass.
+side) and inference runs it over windows (:mod:`engine.models.windowing`) identical to one pass.
 """
 from __future__ import annotations
 
@@ -40,13 +52,16 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.checkpoint import register_model  # the registry every model kind registers with
+from engine.models.base import TalkingFaceModel
 
-__all__ = ["CompositeRegionalConfig", "CompositeRegionalModel", "BasicBlock1D", "ResNet1D", "adain", "KIND"]
+__all__ = ["CompositeRegionalConfig", "CompositeRegionalModel", "BasicBlock1D", "ResNet1D", "adain",
+           "instance_stats", "sliding_stats", "KIND"]
 
 KIND = "composite_regional"
 STYLE_EPS = 1e-5
@@ -69,6 +84,8 @@ class CompositeRegionalConfig:
     encoders: list[dict] = field(default_factory=lambda: [{"kind": "whisper", "name_or_path": None, "layer": -1}])
     encoder_in_model: bool = False          # True when the encoder is fine-tuned (its weights then live in the checkpoint)
     norm: str = "layer"                     # "layer" (per-frame LayerNorm) or "batch" (ResNet's BatchNorm)
+    adain_stats: str = "window"             # "window": sliding mu/sigma(Z_audio); "clip": whole sequence (paper)
+    adain_window: int = 65                  # frames of the sliding window (odd: centred), ~2.2 s at 30 fps
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CompositeRegionalConfig":
@@ -80,6 +97,12 @@ class CompositeRegionalConfig:
         # Checkpoints written before the ``norm`` option existed used BatchNorm.  New runs always
         # store ``norm`` (the trainer sets it explicitly), so only those old files take this path.
         d.setdefault("norm", "batch")
+        # Likewise checkpoints written before ``adain_stats`` existed used whole-clip statistics.
+        d.setdefault("adain_stats", "clip")
+        if d["adain_stats"] not in ("clip", "window"):
+            raise ValueError(f"adain_stats must be 'clip' or 'window', got {d['adain_stats']!r}")
+        if int(d.get("adain_window", 65)) < 3:
+            raise ValueError(f"adain_window must be at least 3 frames, got {d.get('adain_window')}")
         for key in ("decoder_layers", "style_layers"):
             if key in d:
                 d[key] = tuple(int(x) for x in d[key])
@@ -168,15 +191,16 @@ def adain(z_audio: Tensor, sigma_predict: Tensor, mu_predict: Tensor,
           audio_stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Eq. 2: ``sigma_predict * (Z_audio - mu(Z_audio)) / sigma(Z_audio) + mu_predict``.
 
-    ``z_audio`` is ``(B, T, C)``; ``sigma_predict``/``mu_predict`` are ``(B, C)``.  ``mu`` and
-    ``sigma`` are the per-channel mean and (population) standard deviation over time.  Pass
-    ``audio_stats`` when ``z_audio`` is a window of a longer clip, so the whole clip's statistics
-    are used (window-wise inference equals one pass).
+    ``z_audio`` is ``(B, T, C)``; ``sigma_predict``/``mu_predict`` are ``(B, C)``.  ``audio_stats``
+    = ``(mu, sigma)``, each ``(B, C)`` (one value per clip: :func:`instance_stats`, the default) or
+    ``(B, T, C)`` (one per frame: :func:`sliding_stats`).
     """
     if audio_stats is None:
         audio_stats = instance_stats(z_audio)
     mu, sigma = audio_stats
-    normed = (z_audio - mu.unsqueeze(1)) / sigma.unsqueeze(1)
+    if mu.dim() == 2:
+        mu, sigma = mu.unsqueeze(1), sigma.unsqueeze(1)
+    normed = (z_audio - mu) / sigma
     return sigma_predict.unsqueeze(1) * normed + mu_predict.unsqueeze(1)
 
 
@@ -187,8 +211,24 @@ def instance_stats(z: Tensor) -> tuple[Tensor, Tensor]:
     return mu, torch.sqrt(var + STYLE_EPS)
 
 
+def sliding_stats(z: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Per-frame, per-channel mean and std of ``(B, T, C)`` over the centred window of ``window``
+    frames (``window // 2`` each side), truncated at the sequence ends: ``(B, T, C)`` each.
+
+    Frame ``t`` depends only on frames ``[t - window // 2, t + window // 2]``, so the statistics
+    of a frame are the same in a 96-frame training crop, a 30 s clip or an hour of audio as long
+    as that neighbourhood is inside the sequence.
+    """
+    h = int(window) // 2
+    x = z.transpose(1, 2)                                                       # (B, C, T)
+    mu = F.avg_pool1d(x, 2 * h + 1, stride=1, padding=h, count_include_pad=False)
+    m2 = F.avg_pool1d(x * x, 2 * h + 1, stride=1, padding=h, count_include_pad=False)
+    var = (m2 - mu * mu).clamp_min(0.0)
+    return mu.transpose(1, 2), torch.sqrt(var + STYLE_EPS).transpose(1, 2)
+
+
 @register_model(KIND)
-class CompositeRegionalModel(nn.Module):
+class CompositeRegionalModel(TalkingFaceModel):
     """Audio features + template (+ optional reference motion) -> vertex animation.
 
     Shapes: ``features (B, T, feature_dim)`` already at the mesh frame rate; ``template (B, V, 3)``
@@ -210,8 +250,9 @@ class CompositeRegionalModel(nn.Module):
         self.register_buffer("template", template.detach().float().clone())
         self.register_buffer("coord_mean", template.detach().float().mean(0))
         self.register_buffer("coord_scale", template.detach().float().std().reshape(()))
-        # Training-set mean of [mu(Z_face), sigma(Z_face)]: the neutral style (Sec. 4.2).
-        self.register_buffer("neutral_style", torch.cat([torch.zeros(c), torch.ones(c)]))
+        # The style used without a reference (Sec. 4.2); see the module docstring.
+        self.register_buffer("neutral_style_stats", torch.cat([torch.zeros(c), torch.ones(c)]))
+        self._register_load_state_dict_pre_hook(_rename_old_neutral_style)
 
         # Shared embedding W (3N x C, no bias), initialised like nn.Linear(3N, C).
         self.W = nn.Parameter(torch.empty(3 * v, c))
@@ -249,6 +290,13 @@ class CompositeRegionalModel(nn.Module):
     def decoder_radius(self) -> int:
         """Frames of context each side that one output frame of the decoder depends on."""
         return sum(self.config.decoder_layers) * 2  # two kernel-3 convs per block, stride 1
+
+    @property
+    def receptive_field(self) -> int:  # type: ignore[override]
+        """Input frames each side one output frame depends on (given :meth:`clip_context` for ``"clip"``)."""
+        if self.config.adain_stats == "window":
+            return self.config.adain_window // 2 + self.decoder_radius
+        return self.decoder_radius
 
     @torch.no_grad()
     def set_normalisation(self, coord_mean: Tensor, coord_scale: float) -> None:
@@ -299,8 +347,14 @@ class CompositeRegionalModel(nn.Module):
 
     def style_or_neutral(self, batch: int, reference: Tensor | None) -> Tensor:
         if reference is None:
-            return self.neutral_style.unsqueeze(0).expand(batch, -1)
+            return self.neutral_style_stats.unsqueeze(0).expand(batch, -1)
         return self.style_statistics(reference)
+
+    def audio_statistics(self, z_audio: Tensor) -> tuple[Tensor, Tensor]:
+        """``mu/sigma(Z_audio)`` of eq. 2 as configured by ``adain_stats``."""
+        if self.config.adain_stats == "window":
+            return sliding_stats(z_audio, self.config.adain_window)
+        return instance_stats(z_audio)
 
     # ------------------------------------------------------------------ decoder + eq. 3
     def decoder_input(self, z_fuse: Tensor, template: Tensor) -> Tensor:
@@ -314,7 +368,9 @@ class CompositeRegionalModel(nn.Module):
         return template.unsqueeze(1) + disp
 
     def forward(self, features: Tensor, template: Tensor | None = None, reference: Tensor | None = None,
-                style_stats: Tensor | None = None) -> Tensor:
+                style_stats: Tensor | None = None, audio_stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Training/one-pass forward; ``audio_stats`` overrides eq. 2's statistics (a window of a
+        ``"clip"``-statistics model run over a longer clip, see :meth:`clip_context`)."""
         b = features.shape[0]
         if template is None:
             template = self.template.unsqueeze(0).expand(b, -1, -1)
@@ -324,8 +380,54 @@ class CompositeRegionalModel(nn.Module):
         if style_stats is None:
             style_stats = self.style_or_neutral(b, reference)
         sigma_p, mu_p = self.modulation(style_stats)
-        z_fuse = adain(z_audio, sigma_p, mu_p)                                 # eq. 2
+        if audio_stats is None:
+            audio_stats = self.audio_statistics(z_audio)
+        z_fuse = adain(z_audio, sigma_p, mu_p, audio_stats)                    # eq. 2
         return self.decode_frames(self.decoder_input(z_fuse, template), template)
+
+    # ------------------------------------------------------------------ TalkingFaceModel interface
+    def predict(self, features: Tensor, template: Tensor, style: Tensor,
+                context: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``(B, T, F)``, ``(B, V, 3)``, ``(B, 2C)`` -> ``(B, T, V, 3)``; ``context`` = :meth:`clip_context`."""
+        self.check_template(template)
+        return self.forward(features, template, style_stats=style, audio_stats=context)
+
+    @torch.no_grad()
+    def clip_context(self, features: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``"clip"`` statistics: ``mu/sigma(Z_audio)`` of the whole clip ``(T, F)`` (each ``(1, C)``),
+        so that windows decoded one by one equal one pass.  ``None`` for ``"window"`` statistics."""
+        if self.config.adain_stats != "clip":
+            return None
+        z = torch.cat([self.audio_latent(features[i:i + 8192].unsqueeze(0))
+                       for i in range(0, features.shape[0], 8192)], dim=1)
+        return instance_stats(z)
+
+    def neutral_style(self) -> Tensor:
+        return self.neutral_style_stats
+
+    @torch.no_grad()
+    def style_from_reference(self, reference: Tensor, chunk: int = 512) -> Tensor:
+        """``[mu(Z_face), sigma(Z_face)]`` of a reference ``(T', V, 3)`` without holding ``(T', 3V)`` twice.
+
+        Eq. 1's temporal mean is accumulated first; the per-frame embedding ``W^T Norm(S_i)`` is then
+        computed in chunks (only ``(T', C)`` is kept), and the style encoder runs on that.
+        """
+        n = reference.shape[0]
+        if n < 1:
+            raise ValueError("style reference has no frames")
+        if len(reference.shape) != 3 or tuple(reference.shape[1:]) != (self.num_vertices, 3):
+            raise ValueError(f"reference must be (T', {self.num_vertices}, 3), got {tuple(reference.shape)}")
+        dev = self.W.device
+        mean = torch.zeros(self.num_vertices, 3, dtype=torch.float64)
+        for i in range(0, n, chunk):
+            mean += _rows(reference, i, i + chunk).double().sum(0)
+        mean = (mean / n).float().to(dev)
+        emb = [self.embed((_rows(reference, i, i + chunk).float().to(dev) - mean)
+                          / self.coord_scale) for i in range(0, n, chunk)]
+        z_face = self.style_encoder(torch.cat(emb).t().unsqueeze(0))           # (1, C, T'/4)
+        mu = z_face.mean(dim=2)
+        sigma = torch.sqrt(z_face.var(dim=2, unbiased=False) + STYLE_EPS)
+        return torch.cat([mu, sigma], dim=1)[0]
 
     # ------------------------------------------------------------------ regulariser (eq. 4)
     def sparsity(self) -> Tensor:
@@ -334,3 +436,15 @@ class CompositeRegionalModel(nn.Module):
 
     def checkpoint_config(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+
+def _rename_old_neutral_style(state_dict: dict, prefix: str, *args: Any) -> None:
+    """Checkpoints before the model interface stored the neutral style as ``neutral_style``."""
+    old = prefix + "neutral_style"
+    if old in state_dict:
+        state_dict[prefix + "neutral_style_stats"] = state_dict.pop(old)
+
+
+def _rows(x: Any, a: int, b: int) -> Tensor:
+    """Frames ``a:b`` of a tensor or array (e.g. a memory-mapped reference file) as a CPU tensor."""
+    return x[a:b].cpu() if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x[a:b]))
