@@ -16,8 +16,10 @@ Sets: ``synthtalk`` (test split, evenly spaced ``--max-clips``), ``realspeech`` 
 pseudo ground truth) and the tongue-twisters of :mod:`training.benchmark_sets` (``bilabial``,
 ``labiodental``, ``rounding``: held-out voices, exact TTS timings, test identity).
 
-Metric definitions live in :mod:`engine.metrics` (per-clip ones averaged over clips; per-phone ones
-pooled over every phone of the set) and :data:`COLUMNS` below says which is which.  Thresholds
+Metric definitions live in :mod:`engine.metrics` (per-clip ones averaged over clips, LVE-squared
+pooled over all frames as CodeTalker does, per-phone ones pooled over every phone of the set;
+:data:`COLUMNS` says which is which; F-DTW is Wu et al.'s total path cost, so it grows with clip
+length).  Thresholds
 are relative to the face size so they mean the same on any mesh: contact = inner-lip gap below
 0.5 % of the face's bounding-box diagonal (~1.2 mm on the SynthTalk heads); labiodental contact =
 some lower-lip vertex within 1.2 % (~2.8 mm) of an upper-incisor vertex (the rig's own /f v/ pose
@@ -44,10 +46,12 @@ from engine.fileio import atomic_write
 SETS = ("synthtalk", "realspeech", "bilabial", "labiodental", "rounding")
 FORWARD = (0.0, -1.0, 0.0)   # Parley topologies face -Y (engine/render.py conventions)
 
-# (key, header, how it is aggregated)  clip = mean over clips, pool = over all phones of the set
+# (key, header, how it is aggregated)  clip = mean over clips, frames = pooled over all frames of the
+# set (CodeTalker's LVE-squared), pool = over all phones of the set
 COLUMNS = [
-    ("lve_l2", "LVE l2 mm", "clip"), ("lve_sq", "LVE sq mm²", "clip"), ("mve", "MVE mm", "clip"),
-    ("fdd", "FDD ×1e-7", "clip"), ("f_dtw_lips", "F-DTW mm", "clip"), ("lrp", "LRP %", "clip"),
+    ("lve_l2", "LVE l2 mm", "clip"), ("lve_sq", "LVE sq mm²", "frames"), ("mve", "MVE mm", "clip"),
+    ("fdd", "FDD ×1e-7", "clip"), ("f_dtw", "F-DTW mm", "clip"), ("f_dtw_lips", "F-DTW lips mm", "clip"),
+    ("lrp", "LRP %", "clip"),
     ("aperture_corr", "aperture r", "clip"), ("closure_mid", "closure mid", "pool"),
     ("closure_any", "closure any", "pool"), ("bilabial_gap", "p/b/m gap mm", "pool"),
     ("labiodental", "f/v contact", "pool"), ("labiodental_dist", "f/v lip-teeth mm", "pool"),
@@ -173,10 +177,11 @@ def aggregate(clips: list[dict], phones: list[dict], gt_phones: list[dict] | Non
 
     out: dict = {"clips": len(clips)}
     for key, _, how in COLUMNS:
-        if how == "clip":
-            vals = [r[key] for r in clips if key in r and np.isfinite(r[key])]
-            if vals:
-                out[key] = float(np.mean(vals))
+        vals = [(r[key], r["frames"]) for r in clips if key in r and np.isfinite(r[key])]
+        if how == "clip" and vals:
+            out[key] = float(np.mean([v for v, _ in vals]))
+        elif how == "frames" and vals:
+            out[key] = M.pool_by_frames(*zip(*vals))
     cat = {k: np.concatenate([p[k] for p in phones]) if phones else np.zeros(0) for k in phones[0]} if phones else {}
     if cat and len(cat["bil_mid"]):
         out["closure_mid"] = float((cat["bil_mid"] < cat["thr"]).mean())
@@ -242,7 +247,7 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
 def _fmt(key: str, v: float | None) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
-    if key in ("lve_l2", "mve", "f_dtw_lips", "open_gap", "upper_face_error", "rounding_narrow", "rounding_protrude",
+    if key in ("lve_l2", "mve", "f_dtw", "f_dtw_lips", "open_gap", "upper_face_error", "rounding_narrow", "rounding_protrude",
                "bilabial_gap", "labiodental_dist"):
         return f"{v * MM:.2f}"
     if key == "lve_sq":
