@@ -110,7 +110,8 @@ def checkpoint_method(path: Path) -> Method:
 
     anim = Animator.from_checkpoint(path, device="cpu")
     anim.animate(np.zeros(16000, dtype=np.float32))  # warm-up: first-call set-up is not speed
-    return Method(path.stem, lambda c: anim.animate(c.wav, template=c.template))
+    name = path.parent.name if path.stem in ("model", "last") else path.stem  # runs/<name>/model.safetensors
+    return Method(name, lambda c: anim.animate(c.wav, template=c.template))
 
 
 def lipclose_method(base: Method, masks: dict, fps: float) -> Method:
