@@ -349,15 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {"command": "python -m training.benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
                "methods": [m.name for m in methods], "fps": fps, "sets": [],
                "load_average_start": os.getloadavg()[0], "cpu_count": os.cpu_count()}
-    for name, clips in sets.items():
-        results["sets"].append(run_set(name, clips, methods, masks, fps, log))
-    results["load_average_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / "results.json", "w") as fh:
-        json.dump(results, fh, indent=1)
-    table = markdown(results)
-    with atomic_write(args.out / "results.md", "w") as fh:
-        fh.write(table + "\n")
+    for name, clips in sets.items():   # results are rewritten after every set: a long run killed late keeps them
+        results["sets"].append(run_set(name, clips, methods, masks, fps, log))
+        results["load_average_end"] = os.getloadavg()[0]
+        with atomic_write(args.out / "results.json", "w") as fh:
+            json.dump(results, fh, indent=1)
+        table = markdown(results)
+        with atomic_write(args.out / "results.md", "w") as fh:
+            fh.write(table + "\n")
     print(table)
     if not args.no_plots:
         from training.benchmark_plots import make_plots
