@@ -213,6 +213,7 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
             log: Callable[[str], None]) -> dict:
     gt_clip, gt_ph = [], []
     per: dict[str, tuple[list, list]] = {m.name: ([], []) for m in methods}
+    failures: dict[str, list[str]] = {}
     for i, c in enumerate(clips):
         secs = len(c.gt) / fps
         s, ph = score_clip(c.gt, c, masks, fps)
@@ -220,7 +221,14 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
         gt_ph.append(ph)
         for m in methods:
             t0 = time.perf_counter()
-            pred = m.predict(c)
+            try:
+                pred = m.predict(c)
+            except Exception as exc:   # e.g. pocketsphinx cannot align a transcript: count it, never hide it
+                if m.base is not None or m.name not in ("rig_aligned",):
+                    raise
+                failures.setdefault(m.name, []).append(f"{c.name}: {exc}")
+                log(f"{m.name} failed on {c.name}: {exc}")
+                continue
             dt = time.perf_counter() - t0
             if m.base is not None:   # post-processing: its speed includes the model it runs on
                 dt += methods[[x.name for x in methods].index(m.base)].cache.get(("t", c.name), 0.0)
@@ -238,6 +246,8 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
     for m in methods:
         r = aggregate(*per[m.name], gt_ph)
         r["rtf"] = m.seconds / max(m.audio_seconds, 1e-9)
+        if m.name in failures:
+            r["failed_clips"] = failures[m.name]
         rows[m.name] = r
         m.seconds = m.audio_seconds = 0.0
     seconds = sum(len(c.gt) for c in clips) / fps
@@ -271,6 +281,10 @@ def markdown(results: dict) -> str:
         for m, r in s["rows"].items():
             lines.append(f"| {m} | " + " | ".join(_fmt(k, r.get(k)) for k, _, _ in COLUMNS) + " |")
         lines.append("")
+        for m, r in s["rows"].items():
+            if r.get("failed_clips"):
+                lines += [f"{m} could not run on {len(r['failed_clips'])} clip(s), left out of its row: "
+                          + "; ".join(r["failed_clips"]), ""]
     return "\n".join(lines)
 
 
