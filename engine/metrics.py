@@ -358,3 +358,126 @@ def evaluate_all(pred, gt, template, masks: Mapping[str, Any], phones=None, fps:
             out["bilabial_closure_rate_gt"] = bilabial_closure_rate(g, phones, fps, up, lo, thr)
             out["bilabial_closure_threshold"] = thr
     return out
+
+
+# --------------------------------------------------------------------------- lip contact metrics
+# Per-phone measurements for the lip benchmark (training/benchmark.py).  Each ``*_per_phone``
+# function returns one value per matching phone so a benchmark can pool phones across clips
+# (a micro average: a clip with 12 bilabials weighs 12 times a clip with one).
+
+LABIODENTALS = frozenset({"f", "v"})
+ROUNDED = frozenset({"uw", "ow", "w"})
+OPEN_VOWELS = frozenset({"aa", "ae", "ah", "ao", "aw", "ay"})
+
+
+def phone_frame_spans(phones: Iterable[Sequence], labels: Iterable[str], fps: float,
+                      num_frames: int) -> list[tuple[int, int, int]]:
+    """``(first, mid, last)`` frame indices of every phone whose label is in ``labels``.
+
+    Frame ``i`` shows time ``i / fps``.  ``mid = round(((start + end) / 2) * fps)`` (the same frame
+    :func:`bilabial_frames` uses); ``first..last`` are the frames with ``start <= i / fps < end``,
+    widened to include ``mid`` (a phone shorter than a frame still owns its nearest frame).  All
+    indices are clipped to ``[0, num_frames - 1]``.  Stress digits are ignored (``AA1`` = ``aa``).
+    """
+    want = {str(x).lower() for x in labels}
+    out = []
+    for p in phones:
+        lab, s, e = tuple(p)[:3]
+        if _phone_label(lab) not in want:
+            continue
+        s, e = float(s), float(e)
+        mid = int(np.clip(np.rint((s + e) / 2.0 * fps), 0, num_frames - 1))
+        first = int(np.clip(math.ceil(s * fps - 1e-9), 0, num_frames - 1))
+        last = int(np.clip(math.ceil(e * fps - 1e-9) - 1, 0, num_frames - 1))
+        out.append((min(first, mid), mid, max(last, mid)))
+    return out
+
+
+def bilabial_gap_per_phone(frames, phones, fps, upper_inner, lower_inner) -> tuple[np.ndarray, np.ndarray]:
+    """For every /p b m/ phone: (inner-lip gap at its midpoint frame, smallest gap over its frames).
+
+    The gap is :func:`inner_lip_gap` (median over paired inner-lip vertices).  A lip that touches
+    only briefly, or a little early or late, inside the phone counts in the second value but not
+    the first.
+    """
+    gap = inner_lip_gap(frames, upper_inner, lower_inner)
+    spans = phone_frame_spans(phones, BILABIALS, fps, len(gap))
+    mid = np.array([gap[m] for _, m, _ in spans], dtype=np.float64)
+    anywhere = np.array([gap[a:b + 1].min() for a, _, b in spans], dtype=np.float64)
+    return mid, anywhere
+
+
+def bilabial_closure_anywhere_rate(frames, phones, fps, upper_inner, lower_inner, threshold) -> float:
+    """Fraction of /p b m/ phones during which the inner-lip gap drops below ``threshold`` on at
+    least one frame inside the phone (see :func:`phone_frame_spans`); NaN without bilabials.
+    The midpoint variant is :func:`bilabial_closure_rate`."""
+    _, anywhere = bilabial_gap_per_phone(frames, phones, fps, upper_inner, lower_inner)
+    return float((anywhere < threshold).mean()) if len(anywhere) else float("nan")
+
+
+def labiodental_distance(frames, lower_lip, upper_teeth) -> np.ndarray:
+    """(T,) smallest distance between any ``lower_lip`` vertex and any ``upper_teeth`` vertex:
+    /f v/ press the lower lip against the upper incisors.  (The upper lip is not a target: the
+    inner lips meet at the mouth corners, so their distance is ~0 on every frame.)"""
+    x = np.asarray(frames, dtype=np.float64)
+    x = x.reshape(x.shape[0], -1, 3)
+    lo = _idx(lower_lip, "lower_lip")
+    up = _idx(upper_teeth, "upper_teeth")
+    d = np.linalg.norm(x[:, lo, None, :] - x[:, None, up, :], axis=-1)  # (T, L, U)
+    return d.min(axis=(1, 2))
+
+
+def labiodental_distance_per_phone(frames, phones, fps, lower_lip, upper_teeth) -> np.ndarray:
+    """For every /f v/ phone: the smallest :func:`labiodental_distance` over the phone's frames."""
+    x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1, 3)
+    spans = phone_frame_spans(phones, LABIODENTALS, fps, len(x))
+    if not spans:
+        return np.zeros(0)
+    d = labiodental_distance(x, lower_lip, upper_teeth)
+    return np.array([d[a:b + 1].min() for a, _, b in spans], dtype=np.float64)
+
+
+def mouth_width(frames, upper_inner, lower_inner, template) -> np.ndarray:
+    """(T,) distance between the two inner-lip vertices that are farthest apart on ``template``
+    (the mouth corners of the inner-lip contour): lip rounding narrows it."""
+    t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+    ring = np.unique(np.concatenate([_idx(upper_inner, "lip_upper_inner"), _idx(lower_inner, "lip_lower_inner")]))
+    d = np.linalg.norm(t[ring, None] - t[None, ring], axis=-1)
+    i, j = np.unravel_index(int(np.argmax(d)), d.shape)
+    x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1, 3)
+    return np.linalg.norm(x[:, ring[i]] - x[:, ring[j]], axis=-1)
+
+
+def rounding_per_phone(frames, phones, fps, upper_inner, lower_inner, lip_region, template,
+                       forward) -> tuple[np.ndarray, np.ndarray]:
+    """For every /uw ow w/ phone, at its midpoint frame: (narrowing, protrusion).
+
+    narrowing  = template mouth width - mouth width (:func:`mouth_width`); > 0 when rounded.
+    protrusion = mean over ``lip_region`` vertices of the displacement from the template along
+                 the unit vector ``forward`` (out of the face); > 0 when the lips push out.
+    """
+    x = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1, 3)
+    t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(forward, dtype=np.float64).reshape(3)
+    f = f / np.linalg.norm(f)
+    spans = phone_frame_spans(phones, ROUNDED, fps, len(x))
+    if not spans:
+        return np.zeros(0), np.zeros(0)
+    mids = np.array([m for _, m, _ in spans])
+    w0 = mouth_width(t[None], upper_inner, lower_inner, t)[0]
+    narrowing = w0 - mouth_width(x[mids], upper_inner, lower_inner, t)
+    lips = _idx(lip_region, "lips")
+    protrusion = ((x[mids][:, lips] - t[lips][None]) @ f).mean(axis=1)
+    return narrowing, protrusion
+
+
+def open_vowel_gap_per_phone(frames, phones, fps, upper_inner, lower_inner) -> np.ndarray:
+    """Inner-lip gap at the midpoint frame of every open vowel (/aa ae ah ao aw ay/)."""
+    gap = inner_lip_gap(frames, upper_inner, lower_inner)
+    spans = phone_frame_spans(phones, OPEN_VOWELS, fps, len(gap))
+    return np.array([gap[m] for _, m, _ in spans], dtype=np.float64)
+
+
+__all__ += ["LABIODENTALS", "OPEN_VOWELS", "ROUNDED", "bilabial_closure_anywhere_rate", "bilabial_gap_per_phone",
+            "labiodental_distance", "labiodental_distance_per_phone", "mouth_width", "open_vowel_gap_per_phone",
+            "phone_frame_spans", "rounding_per_phone"]
