@@ -90,7 +90,7 @@ def measure_characters(anim, clips, out_dir: Path) -> dict:
             "vertices": len(c.vertices), "fit_residual": fit.residual, "fit_seconds": t_fit,
             "landmark_error": fit.meta["landmark_error"], "lip_pairs": len(fit.lip_upper),
             "gap_corr": float(np.corrcoef(g, tpl_gap)[0, 1]), "closure": cl, "closure_diff": cl - tpl_closure,
-            "rest_gap_over_threshold": float(g[:1].item() / thr_c) if len(g) else 0.0,
+            "rest_gap_over_threshold": float(inner_lip_gap(c.vertices[None], fit.lip_upper, fit.lip_lower)[0] / thr_c),
             "outside_face_max_over_face_max": float(disp[:, outside].max() / disp.max()) if len(outside) else 0.0,
             "transfer_fps": len(allo) / t_tr,
         }

@@ -18,9 +18,11 @@ on, each of the character's own contact pairs ``(u_i, l_i)`` is moved so its gap
 template's gap scaled by the ratio of the two faces' closure thresholds (0.5% of each face's
 bounding-box diagonal, as :func:`engine.metrics.default_closure_threshold`), ``g_i(t) = s_f R G_j(t)``::
 
-    c_i(t) = kappa(t) * ((x_ui + d_ui) - (x_li + d_li) - s_f R G_j(t))          (2)
+    c_i(t) = g_now - blend(g_now, s_f R G_j(t), kappa(t)),   g_now = (x_ui + d_ui) - (x_li + d_li)   (2)
 
-the upper lip taking 35% of the correction and the lower lip 65% (as the SynthTalk rig's
+``blend`` mixes the two gap vectors linearly but rescales the mix to the linear mix of their
+lengths (so a half-on gate never closes the lips further than either end would); the
+upper lip takes 35% of the correction and the lower lip 65% (as the SynthTalk rig's
 ``lips_close``), spread over each lip with a Gaussian falloff from its row.  In silence the gate
 is off, so the character's rest pose (lips apart, pressed or anything) is untouched.
 """
@@ -154,7 +156,13 @@ class Transfer:
             d = self.M @ Fr[k]
             if need[k]:
                 gap_now = (self.user[self.up_c] + d[self.up_c]) - (self.user[self.lo_c] + d[self.lo_c])
-                corr = np.float32(kappa[k]) * (gap_now - G[k])
+                kk = np.float32(kappa[k])
+                # blend the gap vectors but their lengths linearly, so a half-on gate never closes
+                # lips further than either end (the vectors can point differently when pressed)
+                mix = (1 - kk) * gap_now + kk * G[k]
+                length = (1 - kk) * np.linalg.norm(gap_now, axis=1) + kk * np.linalg.norm(G[k], axis=1)
+                mix *= (length / np.maximum(np.linalg.norm(mix, axis=1), 1e-12))[:, None]
+                corr = gap_now - mix
                 d += (-(1.0 - LOWER_LIP_SHARE)) * (self.W_up @ corr) + LOWER_LIP_SHARE * (self.W_lo @ corr)
             np.add(self.user, d, out=out[k])
         return out
