@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["register", "run_fit"]
 
 
-def add_mesh_options(p: argparse.ArgumentParser) -> None:
+def add_mesh_options(p: Any) -> None:
     """Options shared by ``fit`` and ``animate --target``."""
     p.add_argument("--landmarks", help="JSON {landmark name: vertex index} overriding automatic landmarks "
                                        "(nose_tip, upper_lip, mouth_centre, lower_lip, mouth_corner_l, mouth_corner_r)")

@@ -302,7 +302,7 @@ def fit_mesh(mesh: UserMesh, topology: Any, up: str = "z", front: str | None = N
     quality["landmark_error"] = lm_err
     R_total = R_axes.T @ R                                   # template axes -> file axes
     arrays.update({
-        "axes": R_axes, "rotation": R_total, "scale": np.float64(s),
+        "axes": R_axes, "rotation": R_total, "scale": np.asarray(s, np.float64),
         "fitted_template": (X @ R_axes),                   # file axes
         "landmarks": (lm_pos @ R_axes),
     })
@@ -364,7 +364,8 @@ def _correspondence(topology: Any, tl: dict[str, Any], X: np.ndarray, V: np.ndar
                  (np.abs(Vh[:, 2] - user_slit[:, 2].mean()) < 1.2 * hw)
     # the user's inner-lip contact rows: per template pair, the user vertex on the right side of
     # the lip line nearest to the fitted template's row vertex
-    upper_rows, lower_rows = [], []
+    upper_rows: list[int] = []
+    lower_rows: list[int] = []
     in_zone = np.nonzero(mouth_zone)[0]
     for j in range(len(up_i)):
         for rows, sgn, tv in ((upper_rows, 1, X[up_i[j]]), (lower_rows, -1, X[lo_i[j]])):

@@ -92,7 +92,7 @@ def _symmetry(P: np.ndarray, height: float) -> tuple[np.ndarray, float, float]:
         return float(np.median(np.minimum(d, cap)))
 
     c = P.mean(0)
-    best = (np.inf, None, 0.0)
+    best: tuple[float, np.ndarray, float] = (np.inf, np.array([1.0, 0.0, 0.0]), 0.0)
     for phi in np.deg2rad(np.arange(0.0, 180.0, 6.0)):
         n = np.array([np.cos(phi), np.sin(phi), 0.0])
         for off in (-0.03, 0.0, 0.03):

@@ -282,6 +282,7 @@ def run_retarget_cli(args: Any) -> int:
             for k in ("relative_error", "fit_residual", "why"):
                 if k in res:
                     doc[k] = res[k]
+            assert out is not None
             with atomic_write(out, "w") as fh:
                 json.dump(doc, fh)
             done = {"event": "done", "out": str(out), "frames": T, "keys": len(res["names"]), "fps": fps,

@@ -60,7 +60,8 @@ def contact_gate(template_gap: np.ndarray, threshold: float, fps: float, window_
 class Transfer:
     """Eq. (1)-(2) for one fit and one template topology; call :meth:`frames` per clip."""
 
-    def __init__(self, fit: Fit, topology: Any, rest_vertices: np.ndarray, user_vertices: np.ndarray) -> None:
+    def __init__(self, fit: Fit, topology: Any, rest_vertices: np.ndarray | None, user_vertices: np.ndarray) -> None:
+        """``rest_vertices``: the template the model animated (``None``: the topology's own)."""
         from engine.metrics import default_closure_threshold
 
         self.fit = fit
