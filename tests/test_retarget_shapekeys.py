@@ -141,3 +141,17 @@ def test_rhubarb_rig_by_fit_and_by_names(tmp_path):
     Wn = by_name["weights"]
     assert set(by_name["names"]) <= {f"mouth_{k}" for k in "ABCDEFHX"}
     assert np.all(Wn.sum(1) > 0.99)                          # one (or two blended) mouth shapes per frame
+
+
+def test_vrm_visemes_by_name_follow_opening_and_rounding():
+    from engine.retarget.semantics import channel_weights
+    frames, _, _ = speech()
+    names = ["Fcl_MTH_A", "Fcl_MTH_U", "ee", "blink", "Key 7"]
+    w, reasons = channel_weights(frames, template(), 30.0, names)
+    assert set(w) == {"Fcl_MTH_A", "Fcl_MTH_U", "ee"}
+    assert "Key 7" in reasons and "blink" in reasons            # unrecognised / not driven by speech
+    from engine.metrics import inner_lip_gap
+    m = template().masks
+    gap = inner_lip_gap(frames, m["lip_upper_inner"], m["lip_lower_inner"])
+    assert np.corrcoef(w["Fcl_MTH_A"], gap)[0, 1] > 0.5
+    assert all(0.0 <= float(v.min()) and float(v.max()) <= 1.0 for v in w.values())

@@ -108,3 +108,24 @@ def test_units_and_axes_of_a_centimetre_y_up_head():
     a, b = d_out[jaw, face].reshape(-1), d_gt[jaw, face].reshape(-1)
     assert np.corrcoef(a, b)[0, 1] > 0.9
     assert 0.7 < np.linalg.norm(a) / np.linalg.norm(b) < 1.4
+
+
+def test_vertex_files_have_the_characters_vertex_count(tmp_path):
+    """animate_vertices streams into the same writer the CLI uses; PC2 and OBJ read back."""
+    from engine.cli_animate import open_output
+    from engine.exporters import read_pc2, write_obj_sequence
+    from engine.retarget.meshin import check_mesh
+    from engine.retarget.run import animate_vertices
+
+    frames, _, _ = speech()
+    frames = frames[:40]
+    c, fit = character("cm_yup"), fitted("cm_yup")
+    mesh = check_mesh(c.vertices, c.faces)
+    with open_output(tmp_path / "a.pc2", len(frames), len(c.vertices), 30.0) as buf:
+        animate_vertices(fit, template(), mesh, frames, 30.0, buf)
+    got, _ = read_pc2(tmp_path / "a.pc2")
+    want = _transfer("cm_yup", frames)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    write_obj_sequence(tmp_path / "objs", want[:2], c.faces)
+    objs = sorted((tmp_path / "objs").glob("*.obj"))
+    assert len(objs) == 2 and sum(line.startswith("v ") for line in objs[0].read_text().splitlines()) == len(c.vertices)
