@@ -1,11 +1,10 @@
 """Small geometry kernels the fit and the transfer share (numpy/scipy only).
 
-* :func:`closest_points` -- exact closest point on a triangle mesh for many queries, with the
-  triangle and barycentric coordinates (the dense correspondence).  Candidate triangles come
-  from the ``k`` nearest mesh vertices (a KD-tree) and their incident faces; for the smooth,
-  fairly uniformly sampled meshes a head is made of this finds the true closest triangle,
-  and it needs no BVH package (trimesh's proximity queries want ``rtree``, which Parley does
-  not ship).
+* :class:`SurfaceIndex` / :func:`closest_points` -- exact closest point on a triangle mesh for
+  many queries, with the triangle and barycentric coordinates (the dense correspondence).
+  Candidates are the triangles with the nearest centroids (a KD-tree), optionally only those
+  facing the query's way; no BVH package is needed (trimesh's proximity queries want ``rtree``,
+  which Parley does not ship).
 * :func:`umeyama` -- least-squares similarity (scale, rotation, translation) between point sets.
 * :func:`mesh_laplacian` -- the uniform graph Laplacian used as the smoothness term.
 """
@@ -15,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["SurfaceIndex", "closest_points", "face_normals", "graph_laplacian", "mesh_laplacian", "umeyama", "vertex_faces", "vertex_normals"]
+__all__ = ["SurfaceIndex", "closest_points", "face_normals", "graph_laplacian", "mesh_laplacian", "umeyama", "vertex_normals"]
 
 
 def face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -30,13 +29,6 @@ def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     for k in range(3):
         np.add.at(out, f[:, k], n)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-30)
-
-
-def vertex_faces(num_vertices: int, f: np.ndarray) -> sp.csr_matrix:
-    """(V, F) incidence matrix: row v lists the faces that use vertex v."""
-    rows = f.reshape(-1)
-    cols = np.repeat(np.arange(len(f)), 3)
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(num_vertices, len(f)))
 
 
 def graph_laplacian(num_vertices: int, f: np.ndarray) -> sp.csr_matrix:

@@ -226,12 +226,6 @@ def write_preview(path: str, mesh: UserMesh, fit: Fit, topology: Any) -> None:
     plt.close(fig)
 
 
-def mesh_from_path(path: str) -> UserMesh:
-    return load_user_mesh(path)
-
-
-
-
 def run_retarget_cli(args: Any) -> int:
     """``python -m engine animate`` with ``--target`` and/or ``--shapes`` (see engine.cli_animate)."""
     from engine.audio import load_audio
