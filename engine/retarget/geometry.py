@@ -6,7 +6,8 @@
   facing the query's way; no BVH package is needed (trimesh's proximity queries want ``rtree``,
   which Parley does not ship).
 * :func:`umeyama` -- least-squares similarity (scale, rotation, translation) between point sets.
-* :func:`mesh_laplacian` -- the uniform graph Laplacian used as the smoothness term.
+* :func:`graph_laplacian` -- ``D - A``, the non-rigid ICP's membrane (smoothness) term;
+  :func:`mesh_laplacian` -- ``I - D^-1 A``, used to soften the face mask and the local scale.
 """
 from __future__ import annotations
 
