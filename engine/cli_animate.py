@@ -51,7 +51,24 @@ def register(subparsers: Any) -> None:
     g.add_argument("--out-dir", help="write an OBJ sequence into this folder")
     p.add_argument("--progress", choices=["bar", "json", "none"], default="bar",
                    help="bar: tqdm on stderr; json: one JSON event per line on stdout (Blender add-on)")
+    _add_retarget_options(p)
     p.set_defaults(func=run_animate)
+
+
+def _add_retarget_options(p: argparse.ArgumentParser) -> None:
+    """Any character (issue 10): ``--target`` mesh of any topology, ``--shapes`` for its own keys."""
+    from engine.cli_fit import add_mesh_options
+
+    g = p.add_argument_group("any character (retargeting)")
+    g.add_argument("--target", help="your head mesh, any topology (.obj/.ply/.npz): the animation is carried onto it; "
+                                    "--out then has its vertex count")
+    g.add_argument("--fit", help="fit file from `python -m engine fit` (default: fit --target now)")
+    g.add_argument("--shapes", help="shapes.npz (Basis + one (V,3) array per key): write per-frame key weights "
+                                    "to --out *.json instead of vertices")
+    g.add_argument("--retarget", choices=["auto", "fit", "names"], default="auto",
+                   help="for --shapes: solve through the fit, or map by key names (ARKit/VRM/Rhubarb); "
+                        "auto = fit, else names")
+    add_mesh_options(g)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -183,6 +200,9 @@ def run_animate(args: argparse.Namespace) -> int:
     from engine.audio import load_audio, num_frames
     from engine.inference import Animator
 
+    if getattr(args, "target", None) or getattr(args, "shapes", None) or getattr(args, "fit", None):
+        from engine.retarget.run import run_retarget_cli
+        return run_retarget_cli(args)
     if args.out:
         out = Path(args.out)
         if out.suffix.lower() not in FORMATS:
