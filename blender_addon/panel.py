@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, formats, operators, preferences
+from . import bake, formats, modal_ui, operators, preferences
 from .session import PROBES
 
 
@@ -79,6 +79,10 @@ class PARLEY_PT_generate(bpy.types.Panel):
         sub.prop(s, "add_sound_strip")
         col.prop(s, "set_frame_range")
 
+        running = modal_ui.current()
+        if running is not None:
+            _draw_progress(layout, running)
+            return
         issues = operators.problems(context)
         row = layout.row()
         row.scale_y = 1.6
@@ -87,6 +91,18 @@ class PARLEY_PT_generate(bpy.types.Panel):
         for msg in issues:
             for i, chunk in enumerate(_wrap(msg, 48)):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+
+
+def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
+    """The running job in place of the button: a progress bar (4.0+) or a label (3.x)."""
+    box = layout.box()
+    box.scale_y = 1.3
+    text = f"{ui.title}: {ui.text}"
+    if hasattr(box, "progress"):
+        box.progress(factor=ui.fraction, type="BAR", text=text)
+    else:
+        box.label(text=text, icon="SORTTIME")
+    box.label(text="Press Esc to cancel (nothing is changed)", icon="CANCEL")
 
 
 def _wrap(text: str, width: int) -> list[str]:
