@@ -21,10 +21,10 @@ bl_info = {  # legacy add-on metadata (Blender 3.x, or installing from a folder)
 import bpy
 from bpy.app.handlers import persistent
 
-from . import installer, modal_ui, operators, panel, preferences, properties
+from . import head, installer, modal_ui, operators, panel, preferences, properties
 
 _CLASSES = (*preferences.classes, *properties.classes, *operators.classes, *installer.classes,
-            *panel.classes)
+            *head.classes, *panel.classes)
 
 
 def stop_everything() -> None:
@@ -45,6 +45,7 @@ def register() -> None:
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     properties.register_props()
+    head.register_menu()
     bpy.app.handlers.load_pre.append(_on_load_pre)
 
 
@@ -54,6 +55,7 @@ def unregister() -> None:
     stop_everything()
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
+    head.unregister_menu()
     properties.unregister_props()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

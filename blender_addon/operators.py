@@ -69,7 +69,7 @@ def checkpoint_info(path: str | None) -> formats.CheckpointInfo | str:
     try:
         key = (path, os.path.getmtime(path))
     except OSError:
-        return f"Checkpoint not found: {path}"
+        return f"Checkpoint not found: {os.path.basename(path)}"
     if key not in _INFO_CACHE:
         try:
             _INFO_CACHE[key] = formats.read_checkpoint_info(path)
@@ -84,7 +84,7 @@ def problems(context: bpy.types.Context) -> list[str]:
     s = _settings(context)
     obj = context.active_object
     if obj is None or obj.type != "MESH":
-        out.append("Select the face mesh to animate")
+        out.append("Select the face mesh to animate, or add one: Add > Mesh > Parley Head")
     info = checkpoint_info(checkpoint_path(context))
     if isinstance(info, str):
         out.append(info)

@@ -31,7 +31,7 @@ INSTALL_HINT = ("the real-window add-on tests need Debian's Blender and Xvfb: "
                 "`sudo apt-get install -y blender xvfb python3-numpy` (or `make sysdeps`)")
 
 SCENARIOS = [
-    "install_legacy_zip", "click_bake_cache_undo_redo", "click_bake_shapekeys_undo_redo",
+    "install_legacy_zip", "parley_head_upright", "click_bake_cache_undo_redo", "click_bake_shapekeys_undo_redo",
     "esc_mid_run_cancels", "load_blend_mid_run_cancels", "disable_addon_mid_run",
     "engine_failures_report_cleanly", "preferences_buttons", "panel_draws_every_setting",
 ]
@@ -106,6 +106,7 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         os.environ.get("PARLEY_WINDOW_ONLY") else None,
     }
     cfg_path, results_path, log_path = work / "config.json", work / "results.json", work / "blender.log"
+    cfg["log"] = str(log_path)  # Blender's console: reports of direct operator calls are read back from it
     cfg_path.write_text(json.dumps(cfg))
     env = dict(os.environ, BLENDER_USER_CONFIG=str(work / "user" / "config"),
                BLENDER_USER_SCRIPTS=str(work / "user" / "scripts"),

@@ -95,22 +95,42 @@ def info_area() -> dict[str, Any]:
     return {"window": win, "area": area, "region": region, "screen": win.screen}
 
 
+_LOG_MARK = {"offset": 0}
+REPORT_PREFIXES = ("Info: ", "Warning: ", "Error: ")
+
+
 def reports() -> list[str]:
-    """The reports the window manager holds, i.e. what the status bar and the Info editor show
-    (3.4 has no Python access to them: select all in the Info editor and copy)."""
+    """Reports since :func:`clear_reports`, i.e. what the status bar and the Info editor show.
+    3.4 has no Python access to them: the window manager's list (reports of modal operators)
+    is copied out of the Info editor; reports of an operator that ends inside the click
+    (``invoke`` refusing, Check Engine) belong to the Python caller and Blender prints them to
+    its console (``Error: …``), which the pytest side sends to CFG["log"]."""
     wm = bpy.context.window_manager
     wm.clipboard = ""
     with bpy.context.temp_override(**info_area()):
         bpy.ops.info.select_all(action="SELECT")
         bpy.ops.info.report_copy()
     # the Info editor also lists the operators run (``bpy.ops.…`` lines): not reports
-    return [ln for ln in wm.clipboard.splitlines() if ln.strip() and not ln.startswith("bpy.")]
+    found = [ln for ln in wm.clipboard.splitlines() if ln.strip() and not ln.startswith("bpy.")]
+    sys.stdout.flush()
+    with open(CFG["log"], encoding="utf-8", errors="replace") as fh:
+        fh.seek(_LOG_MARK["offset"])
+        for ln in fh.read().splitlines():
+            if ln.startswith(REPORT_PREFIXES):
+                found.append(ln.split(": ", 1)[1])
+    out: list[str] = []
+    for r in found:  # a finished modal operator's report is in both places
+        if r not in out:
+            out.append(r)
+    return out
 
 
 def clear_reports() -> None:
     with bpy.context.temp_override(**info_area()):
         bpy.ops.info.select_all(action="SELECT")
         bpy.ops.info.report_delete()
+    sys.stdout.flush()
+    _LOG_MARK["offset"] = os.path.getsize(CFG["log"])
 
 
 def screenshot(name: str) -> str:
@@ -448,6 +468,47 @@ def _verify(obj: Any, ref: np.ndarray, start: int, tol: float) -> str:
     expect(moved > 1e-4, f"the engine output does not move ({moved:g}): vacuous check")
     scene.frame_set(1)
     return f"{len(picks)} frames x2 exact (worst {worst:g}, tol {tol:g})"
+
+
+@scenario
+def parley_head_upright() -> Generator[float, None, str]:
+    """Add > Mesh > Parley Head: upright (no importer rotation), exact vertex order, materials."""
+    yield from open_scene("base")
+    menu_funcs = bpy.types.VIEW3D_MT_mesh_add._dyn_ui_initialize()
+    expect(any(getattr(f, "__module__", "").startswith(MODULE) for f in menu_funcs), "no entry in Add > Mesh")
+    for o in list(bpy.data.objects):
+        bpy.data.objects.remove(o)
+    clear_reports()
+    with bpy.context.temp_override(**view3d()):
+        res = bpy.ops.mesh.parley_head_add()
+    expect(res == {"FINISHED"}, f"parley_head_add returned {res}")
+    obj = bpy.context.view_layer.objects.active
+    expect(obj is not None and obj.type == "MESH", "no active mesh after adding the head")
+    expect(tuple(obj.rotation_euler) == (0.0, 0.0, 0.0), f"rotated: {tuple(obj.rotation_euler)}")
+    co = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    ref = np.array([[float(x) for x in ln.split()[1:4]] for ln in open(CFG["head_obj"]) if ln.startswith("v ")],
+                   np.float32)
+    expect(co.reshape(-1, 3).shape == ref.shape and np.array_equal(co.reshape(-1, 3), ref),
+           "vertices differ from default_head.obj (order or axes)")
+    world_z = [(obj.matrix_world @ v.co).z for v in obj.data.vertices]
+    extent = np.ptp(co.reshape(-1, 3), axis=0)
+    expect(extent[2] >= extent[1] * 0.9, f"not upright: extent x,y,z = {extent}")
+    mats = [m.name for m in obj.data.materials]
+    idx = np.empty(len(obj.data.polygons), np.int32)
+    obj.data.polygons.foreach_get("material_index", idx)
+    used = sorted({mats[i] for i in idx})
+    for want in ("Parley Skin", "Parley Teeth", "Parley Eye", "Parley Iris", "Parley Lips"):
+        expect(want in used, f"material {want} not used; used {used}")
+    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"])
+    probs = addon_mod("operators").problems(bpy.context)
+    expect(not probs, f"the added head is not ready to animate: {probs}")
+    new = reports()
+    expect(any("Parley Head" in r and "next" in r for r in new), f"no next-step report: {new}")
+    yield from ensure_parley_tab()
+    screenshot("parley_head_added")
+    return (f"{len(ref)} vertices identical to the OBJ, rotation 0, height {max(world_z) - min(world_z):.3f} "
+            f"(z extent {extent[2]:.3f} vs y {extent[1]:.3f}); materials used {used}; report {new[-1]!r}")
 
 
 @scenario
