@@ -278,7 +278,8 @@ class EngineJob:
         else:
             st.message = f"The engine failed (exit code {returncode}).{crash_summary(list(self.log))}"
             if self.log:  # the whole output stays available to whoever reads the console
-                print("Parley engine output:\n" + "\n".join(self.log), file=sys.stderr, flush=True)
+                print("Parley engine output:\n" + "\n".join("  engine| " + ln for ln in self.log),
+                      file=sys.stderr, flush=True)
 
 
 def crash_summary(log: list[str]) -> str:
