@@ -122,7 +122,6 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
         raise GenerateError(issues[0])
     s = _settings(context)
     scene = scene_of(context)
-    prefs = preferences.get_prefs(context)
     obj = context.active_object
     assert obj is not None
     start = int(s.start_frame)
@@ -134,21 +133,27 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
         add_strip = False  # the sound is already in the sequencer
     else:
         audio = bpy.path.abspath(s.audio_path)
-    device = s.device if s.device != "PREFS" else getattr(prefs, "default_device", "AUTO")
-    info = checkpoint_info(checkpoint_path(context))
-    fps = None
-    if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo):
-        fps = info.fps
     style = style_file(context)
     return GenerateRequest(
-        object_name=obj.name, audio_path=audio, checkpoint=checkpoint_path(context),
-        python=preferences.interpreter(prefs), engine_root=preferences.engine_root(),
-        extra_paths=preferences.engine_paths(prefs), device=device.lower(), mode=s.bake_mode,
-        start_frame=start, fps=fps, relative_keys=bool(s.relative_keys), add_sound_strip=add_strip,
-        set_frame_range=bool(s.set_frame_range), set_scene_fps=s.fps_source == "CHECKPOINT",
-        use_object_template=bool(s.use_object_template), style_path=style,
-        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
-        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else [])
+        object_name=obj.name, audio_path=audio, start_frame=start, add_sound_strip=add_strip,
+        set_frame_range=bool(s.set_frame_range), style_path=style,
+        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else [],
+        **shared_request_settings(context))
+
+
+def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
+    """The request fields every line shares (model, engine, device, bake mode, fps, cache)."""
+    s = _settings(context)
+    prefs = preferences.get_prefs(context)
+    device = s.device if s.device != "PREFS" else getattr(prefs, "default_device", "AUTO")
+    info = checkpoint_info(checkpoint_path(context))
+    fps = info.fps if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo) else None
+    return dict(
+        checkpoint=checkpoint_path(context), python=preferences.interpreter(prefs),
+        engine_root=preferences.engine_root(), extra_paths=preferences.engine_paths(prefs),
+        device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
+        set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
+        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache")
 
 
 def style_file(context: bpy.types.Context) -> str | None:

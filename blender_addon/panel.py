@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, formats, modal_ui, operators, preferences
+from . import bake, formats, modal_ui, operators, operators_strips, preferences
 from .session import PROBES
 
 
@@ -97,6 +97,53 @@ class PARLEY_PT_generate(bpy.types.Panel):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
 
+class PARLEY_PT_dialogue(bpy.types.Panel):
+    """Dialogue scenes: the strip → character rule, its table, the resulting lines, one button."""
+
+    bl_label = "Dialogue: all sound strips"
+    bl_idname = "PARLEY_PT_dialogue"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Parley"
+    bl_parent_id = "PARLEY_PT_generate"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        assert layout is not None
+        s = getattr(operators.scene_of(context), "parley")  # noqa: B009
+        layout.prop(s, "strip_rule")
+        layout.prop(s, "strips_selected_only")
+        box = layout.box()
+        head = {"PREFIX": "Name prefix", "CHANNEL": "Channel", "TABLE": "Strip name"}[s.strip_rule]
+        row = box.row()
+        row.label(text=f"{head} -> character")
+        row.operator("parley.character_add", text="", icon="ADD")
+        row.operator("parley.character_remove", text="", icon="REMOVE")
+        for i, item in enumerate(s.characters):
+            row = box.row(align=True)
+            row.prop(item, "key", text="")
+            row.prop(item, "object", text="")
+            if i == s.characters_index:
+                row.label(text="", icon="RIGHTARROW_THIN")
+        if not len(s.characters) and s.strip_rule == "PREFIX":
+            box.label(text="Empty: Alice_hello is spoken by 'Alice'", icon="INFO")
+        plan = operators_strips.dialogue_plan(context)
+        col = layout.column(align=True)
+        col.label(text=f"{len(plan.lines)} line(s) to bake:")
+        for line in plan.lines[:8]:
+            col.label(text=f"{line.strip} @ {line.start_frame} -> {line.object_name}", icon="SPEAKER")
+        if len(plan.lines) > 8:
+            col.label(text=f"… and {len(plan.lines) - 8} more")
+        for why in plan.skipped[:4]:
+            for i, chunk in enumerate(_wrap(why, 44)):
+                col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+        if modal_ui.current() is None:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.enabled = bool(plan.lines)
+            row.operator("parley.generate_strips", icon="SEQUENCE")
+
+
 def _draw_first_steps(layout: bpy.types.UILayout) -> None:
     """Nothing to animate is selected: say what to do next, with the first button at hand."""
     box = layout.box()
@@ -132,4 +179,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines or [""]
 
 
-classes = (PARLEY_PT_generate,)
+classes = (PARLEY_PT_generate, PARLEY_PT_dialogue)

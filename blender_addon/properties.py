@@ -6,6 +6,7 @@ from typing import Any
 import bpy
 from bpy.props import (
     BoolProperty,
+    CollectionProperty,
     EnumProperty,
     IntProperty,
     PointerProperty,
@@ -15,6 +16,14 @@ from bpy.props import (
 
 def _is_mesh(_self: object, obj: bpy.types.Object) -> bool:
     return obj.type == "MESH"
+
+
+class ParleyCharacter(bpy.types.PropertyGroup):
+    """One row of the dialogue table: a strip-name prefix, channel number or strip name → mesh."""
+
+    key: StringProperty(name="Key", description="Strip-name prefix, channel number or strip name (see Rule)",  # type: ignore[valid-type]
+                        default="")
+    object: PointerProperty(name="Character", type=bpy.types.Object, poll=_is_mesh)  # type: ignore[valid-type]
 
 
 class ParleySettings(bpy.types.PropertyGroup):
@@ -62,13 +71,23 @@ class ParleySettings(bpy.types.PropertyGroup):
                     "playback slows down with clip length", default=False)
     add_sound_strip: BoolProperty(name="Add sound strip", default=True)  # type: ignore[valid-type]
     set_frame_range: BoolProperty(name="Set scene frame range", default=False)  # type: ignore[valid-type]
+    strip_rule: EnumProperty(  # type: ignore[valid-type]
+        name="Rule",
+        items=[("PREFIX", "Name prefix", "The strip's name starts with the key (empty table: the text before "
+                "the first '_' is the object's name, e.g. Alice_hello -> Alice)"),
+               ("CHANNEL", "Channel", "The key is the strip's sequencer channel number"),
+               ("TABLE", "Strip name", "The key is the strip's exact name")],
+        default="PREFIX")
+    strips_selected_only: BoolProperty(name="Selected strips only", default=False)  # type: ignore[valid-type]
+    characters: CollectionProperty(type=ParleyCharacter)  # type: ignore[valid-type]
+    characters_index: IntProperty(default=0)  # type: ignore[valid-type]
     use_object_template: BoolProperty(  # type: ignore[valid-type]
         name="Use object's face shape",
         description="Send the object's rest shape to the engine as the template (animate this identity)",
         default=True)
 
 
-classes = (ParleySettings,)
+classes = (ParleyCharacter, ParleySettings)
 
 
 def register_props() -> None:

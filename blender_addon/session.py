@@ -189,6 +189,19 @@ class GenerateSession:
         finally:
             self.cleanup()
 
+    def take_output(self, dest: str) -> str:
+        """Move the finished engine output to ``dest`` (for a caller that bakes later, e.g. a
+        dialogue run merging lines) and clean up; raises GenerateError if the engine failed."""
+        assert self.job is not None, "start() first"
+        st = self.job.state
+        try:
+            if not st.ok:
+                raise GenerateError(explain_failure(st.message, self.req.python))
+            shutil.move(str(st.result.get("out") or self.out_path), dest)
+            return dest
+        finally:
+            self.cleanup()
+
     def cancel(self) -> None:
         if self.job is not None:
             self.job.cancel()

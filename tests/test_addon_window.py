@@ -34,7 +34,8 @@ INSTALL_HINT = ("the real-window add-on tests need Debian's Blender and Xvfb: "
 SCENARIOS = [
     "install_legacy_zip", "parley_head_upright", "click_bake_cache_undo_redo", "click_bake_shapekeys_undo_redo",
     "esc_mid_run_cancels", "load_blend_mid_run_cancels", "disable_addon_mid_run",
-    "engine_failures_report_cleanly", "preferences_buttons", "panel_draws_every_setting",
+    "engine_failures_report_cleanly", "preferences_buttons", "dialogue_all_strips",
+    "dialogue_esc_keeps_finished_lines", "panel_draws_every_setting",
 ]
 
 
@@ -93,6 +94,8 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         d.mkdir()
     _speak(work / "line5s.wav", "Hello there. This is a five second line of speech, spoken for the Parley test.")
     (work / "not_audio.wav").write_text("this is not audio\n")
+    for name, text in (("wav_a", "Hello Bob."), ("wav_b", "Hi Alice, how are you?"), ("wav_c", "Goodbye.")):
+        _speak(work / f"{name}.wav", text)
     _wheel(wheels, "parley-test-dep", "1.0")
     bare = work / "bare_python"  # an engine interpreter without the engine's dependencies
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
@@ -102,7 +105,8 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "python_without_torch": str(bare / "bin" / "python"),
         "fake_engine": str(BLENDER_DIR / "fake_engine.py"),
         "head_obj": str(ROOT / "engine" / "assets" / "default_head.obj"),
-        "wav_5s": str(work / "line5s.wav"), "bad_wav": str(work / "not_audio.wav"), "wheels": str(wheels),
+        "wav_5s": str(work / "line5s.wav"), "wav_a": str(work / "wav_a.wav"), "wav_b": str(work / "wav_b.wav"),
+        "wav_c": str(work / "wav_c.wav"), "bad_wav": str(work / "not_audio.wav"), "wheels": str(wheels),
         "timeout": 240, "only": os.environ.get("PARLEY_WINDOW_ONLY", "").split(",") if
         os.environ.get("PARLEY_WINDOW_ONLY") else None,
     }

@@ -250,6 +250,17 @@ def set_engine(kind: str, env: dict[str, str] | None = None, python: str | None 
         return req
 
     ops.request_from_context = patched
+    strips_ops = addon_mod("operators_strips")
+    if not hasattr(strips_ops, "_orig_shared"):
+        strips_ops._orig_shared = strips_ops.shared_request_settings
+
+    def shared(context: Any) -> dict[str, Any]:
+        d = strips_ops._orig_shared(context)
+        if kind == "fake":
+            d["engine_entry"] = (CFG["fake_engine"],)
+        return d
+
+    strips_ops.shared_request_settings = shared
     for k in ("PARLEY_FAKE_FAIL", "PARLEY_FAKE_CRASH", "PARLEY_FAKE_SLEEP", "PARLEY_FAKE_PIDFILE"):
         os.environ.pop(k, None)
     os.environ.update(env or {})
@@ -369,9 +380,32 @@ def install_legacy_zip() -> Generator[float, None, str]:
     with bpy.context.temp_override(**view3d()):
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(CFG["scenes"], "wrong.blend"))
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(CFG["scenes"], "other.blend"))
+    make_dialogue_scene()
     yield from open_scene("base")
     yield from ensure_parley_tab()
     return f"installed into {installed}; enabled; Blender {bpy.app.version_string}"
+
+
+DIALOGUE = [("Alice_hello", "wav_a", 1, 1), ("Bob_reply", "wav_b", 40, 2), ("Alice_bye", "wav_c", 90, 1)]
+
+
+def make_dialogue_scene() -> None:
+    """Two characters (Parley heads 'Alice' and 'Bob') and three sound strips on two channels."""
+    for o in list(bpy.data.objects):
+        bpy.data.objects.remove(o)
+    with bpy.context.temp_override(**view3d()):
+        for name, x in (("Alice", -0.15), ("Bob", 0.15)):
+            make_head()
+            obj = bpy.context.view_layer.objects.active
+            obj.name = name
+            obj.location.x = x
+    scene = bpy.context.scene
+    se = scene.sequence_editor_create()
+    coll = se.strips if hasattr(se, "strips") else se.sequences
+    for name, wav, frame, channel in DIALOGUE:
+        coll.new_sound(name=name, filepath=CFG[wav], channel=channel, frame_start=frame)
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(CFG["scenes"], "dialogue.blend"))
 
 
 def make_head() -> None:
@@ -707,6 +741,124 @@ def preferences_buttons() -> Generator[float, None, str]:
         prefs_mod.engine_requirements = orig_reqs
         prefs.pip_extra_args = ""
     return " | ".join(out)
+
+
+def _fake_expected(obj: Any, t_count: int) -> np.ndarray:
+    sys.path.insert(0, os.path.dirname(CFG["fake_engine"]))
+    import fake_engine
+
+    co = np.empty(len(obj.data.vertices) * 3, np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    return fake_engine.fake_frames(co.reshape(-1, 3), t_count)
+
+
+@scenario
+def dialogue_all_strips() -> Generator[float, None, str]:
+    """Generate for All Strips: each line on its character at its strip's frame, one undo step."""
+    yield from open_scene("dialogue")
+    set_engine("fake")
+    s = settings(checkpoint_source="DEFAULT", bake_mode="CACHE", strip_rule="PREFIX", strips_selected_only=False)
+    s.characters.clear()
+    plan = addon_mod("operators_strips").dialogue_plan(bpy.context)
+    got = [(ln.strip, ln.object_name, ln.start_frame) for ln in plan.lines]
+    expect(got == [("Alice_hello", "Alice", 1), ("Bob_reply", "Bob", 40), ("Alice_bye", "Alice", 90)], f"plan {got}")
+    # the channel rule through the panel's table gives the same assignment
+    s.strip_rule = "CHANNEL"
+    for key, obj in (("1", "Alice"), ("2", "Bob")):
+        row = s.characters.add()
+        row.key, row.object = key, bpy.data.objects[obj]
+    plan2 = addon_mod("operators_strips").dialogue_plan(bpy.context)
+    expect([(ln.strip, ln.object_name) for ln in plan2.lines] == [g[:2] for g in got], "channel rule differs")
+    yield from ensure_parley_tab()
+    before = suite.snapshot()
+    clear_reports()
+    with StatusSpy() as st:
+        t0 = time.monotonic()
+        res = click("parley.generate_strips")
+        expect(res == {"RUNNING_MODAL"}, f"click returned {res}: {reports()}")
+        shot = False
+        while running():
+            expect(time.monotonic() - t0 < CFG["timeout"], "the dialogue run did not finish")
+            if not shot and addon_mod("modal_ui").current().fraction > 0.3:
+                screenshot("dialogue_during")
+                shot = True
+            yield 0.1
+    new = reports()
+    expect(any("3 line(s) baked onto 2 character(s)" in r for r in new), f"reports {new}")
+    lines = [t for t in st.texts if t and "line " in t]
+    for i in (1, 2, 3):
+        expect(any(f"line {i}/3" in t for t in lines), f"no progress for line {i}: {st.texts}")
+    expect(st.texts[-1] is None, "status bar not cleared")
+    checked = []
+    for name in ("Alice", "Bob"):
+        mods = [m for m in bpy.data.objects[name].modifiers if m.type == "MESH_CACHE"]
+        expect([m.name for m in mods] == [f"Parley {name}_dialogue"], f"{name}: modifiers {[m.name for m in mods]}")
+    for strip, obj_name, frame in got:  # each line plays at its strip's frame, exactly the engine's frames
+        obj = bpy.data.objects[obj_name]
+        sound = next(x for x in addon_mod("strips").sound_strips(bpy.context.scene) if x.name == strip)
+        t_count = int(round(sound.frame_final_duration))  # the fake engine makes one frame per scene frame
+        ref = _fake_expected(obj, t_count)
+        for t in (0, t_count // 2):
+            bpy.context.scene.frame_set(frame + t)
+            err = float(np.abs(suite.evaluated(obj) - ref[t]).max())
+            expect(err == 0.0, f"{strip}: |blender - engine| = {err:g} at frame {frame + t}")
+        checked.append(f"{strip}@{frame}->{obj_name} exact")
+    alice = bpy.data.objects["Alice"]
+    rest = np.empty(len(alice.data.vertices) * 3, np.float32)
+    alice.data.vertices.foreach_get("co", rest)
+    for f in (70, 200):  # between Alice's two lines, and after her last: the rest pose
+        bpy.context.scene.frame_set(f)
+        expect(np.array_equal(suite.evaluated(alice), rest.reshape(-1, 3)), f"Alice not at rest at frame {f}")
+    bpy.context.scene.frame_set(1)
+    after = suite.snapshot()
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.ed.undo()
+    yield 0.3
+    undone = suite.snapshot()
+    undone["files"] = before["files"]
+    expect(undone == before, f"one undo did not remove the whole run: {suite.diff(before, undone)}")
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.ed.redo()
+    yield 0.3
+    expect(suite.snapshot() == after, "redo did not bring the run back")
+    return f"{'; '.join(checked)}; one undo step; progress {lines[0]!r} … {lines[-1]!r}"
+
+
+@scenario
+def dialogue_esc_keeps_finished_lines() -> Generator[float, None, str]:
+    yield from open_scene("dialogue")
+    pidfile = os.path.join(CFG["work"], "dialogue.pid")
+    set_engine("fake", {"PARLEY_FAKE_SLEEP": "0.6", "PARLEY_FAKE_PIDFILE": pidfile})
+    settings(checkpoint_source="DEFAULT", bake_mode="SHAPEKEYS", strip_rule="PREFIX")
+    bpy.context.scene.parley.characters.clear()
+    before = suite.snapshot()
+    tmp_before = parley_tmpdirs()
+    clear_reports()
+    res = click("parley.generate_strips")
+    expect(res == {"RUNNING_MODAL"}, f"click returned {res}: {reports()}")
+    run = next(iter(addon_mod("operators_strips")._RUNS))
+    yield from wait_until(lambda: len(run.results) == 1 and run.session is not None
+                          and run.session.job is not None and run.session.poll().fraction > 0, 120,
+                          "line 2 to be running")
+    with open(pidfile) as fh:
+        pid = int(fh.read())
+    key("ESC")
+    yield from wait_until(lambda: not running(), 10, "the run to stop after Esc")
+    yield 0.3
+    expect(not pid_alive(pid), f"engine pid {pid} (line 2) survived Esc")
+    expect(parley_tmpdirs() <= tmp_before, "temporary folders left")
+    alice, bob = bpy.data.objects["Alice"], bpy.data.objects["Bob"]
+    expect(alice.data.shape_keys is not None and len(alice.data.shape_keys.key_blocks) > 1, "line 1 not kept")
+    expect(bob.data.shape_keys is None, "line 2 (Bob) left something half-baked")
+    new = reports()
+    expect(any("cancelled after 1 of 3 lines" in r and "1 line(s) baked onto 1 character(s)" in r for r in new),
+           f"reports {new}")
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.ed.undo()
+    yield 0.3
+    undone = suite.snapshot()
+    expect(undone == before, f"undo after Esc: {suite.diff(before, undone)}")
+    return f"Esc during line 2: line 1 kept, line 2's engine (pid {pid}) killed, nothing of it baked; {new[-1]!r}"
 
 
 @scenario
