@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from . import bake, engine_process, formats, modal_ui, preferences
-from .session import PROBES, GenerateError, GenerateRequest, GenerateSession
+from .session import PROBES, GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems as Ret
@@ -54,6 +54,10 @@ def checkpoint_path(context: bpy.types.Context) -> str | None:
     s = _settings(context)
     if s.checkpoint_source == "FILE":
         return bpy.path.abspath(s.checkpoint_path) if s.checkpoint_path else None
+    if s.checkpoint_source == "SHIPPED":
+        from . import checkpoints
+
+        return checkpoints.path_of(s.shipped_checkpoint)
     from .session import default_checkpoint
 
     return default_checkpoint(preferences.engine_root())
@@ -275,7 +279,8 @@ class PARLEY_OT_generate(bpy.types.Operator):
             if event.type != "TIMER":
                 return {"PASS_THROUGH"}
             st = session.poll()
-            ui.update(context, f"{st.stage} {int(round(st.fraction * 100))}%", st.fraction)
+            text, overall = describe_progress(st.stage, st.fraction)
+            ui.update(context, text, overall)
             if not st.finished:
                 return {"PASS_THROUGH"}
             self._stop(context, cancel_engine=False)

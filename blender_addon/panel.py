@@ -23,28 +23,33 @@ class PARLEY_PT_generate(bpy.types.Panel):
         mesh = obj.data if obj is not None else None
 
         box = layout.box()
-        box.prop(s, "checkpoint_source")
+        box.prop(s, "checkpoint_source", text="Model")
         if s.checkpoint_source == "FILE":
             box.prop(s, "checkpoint_path", text="")
+        elif s.checkpoint_source == "SHIPPED":
+            box.prop(s, "shipped_checkpoint", text="")
         info = operators.checkpoint_info(operators.checkpoint_path(context))
         if isinstance(info, formats.CheckpointInfo):
+            # short lines: the sidebar is narrow (fingerprints stay in the mismatch message)
             col = box.column(align=True)
-            col.label(text=info.summary(), icon="INFO")
-            if info.fingerprint:
-                col.label(text=f"Topology: {info.topology_name} {info.fingerprint}")
-            card = info.data_card
-            if card:
-                col.label(text="Data: " + ", ".join(f"{k}={v}" for k, v in list(card.items())[:3])[:100])
+            col.label(text=info.kind, icon="INFO")
+            v = "?" if info.num_vertices is None else f"{info.num_vertices:,}"
+            col.label(text=f"{v} vertices, {info.fps:g} fps", icon="BLANK1")
+            if info.topology_name:
+                col.label(text=f"Head: {info.topology_name}", icon="BLANK1")
+            trained = info.data_card.get("name") or info.data_card.get("dataset")
+            if trained:
+                col.label(text=f"Trained on: {trained}", icon="BLANK1")
         else:
-            for i, chunk in enumerate(_wrap(operators.short_paths(info), 44)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(info), 34)):
                 box.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         if obj is None or obj.type != "MESH":
             _draw_first_steps(layout)
 
         col = layout.column()
-        col.label(text=f"Target: {obj.name if obj else '-'}"
-                       + (f" ({len(mesh.vertices):,} vertices)" if isinstance(mesh, bpy.types.Mesh) else ""),
+        col.label(text=f"{obj.name if obj else 'No target'}"
+                       + (f": {len(mesh.vertices):,} vertices" if isinstance(mesh, bpy.types.Mesh) else ""),
                   icon="MESH_DATA")
         col.prop(s, "audio_source")
         if s.audio_source == "FILE":
@@ -68,12 +73,13 @@ class PARLEY_PT_generate(bpy.types.Panel):
         elif probe.get("ok"):
             col.label(text=f"Detected: CPU{', CUDA' if probe.get('cuda') else ' (no CUDA)'}")
         else:
-            col.label(text=f"Engine not usable: {probe.get('error')}", icon="ERROR")
+            for i, chunk in enumerate(_wrap(f"Engine not usable: {probe.get('error')}", 34)):
+                col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         sub = col.row()
         sub.enabled = s.audio_source == "FILE"
         sub.prop(s, "start_frame")
-        col.prop(s, "fps_source")
+        col.prop(s, "fps_source", text="FPS")
         col.label(text=f"Scene: {bake.scene_fps(scene):g} fps")
         col.prop(s, "bake_mode", expand=True)
         if s.bake_mode == "SHAPEKEYS":
@@ -93,7 +99,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         row.enabled = not issues
         row.operator("parley.generate", icon="PLAY_SOUND")
         for msg in issues:
-            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 44)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 34)):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
 
@@ -135,7 +141,7 @@ class PARLEY_PT_dialogue(bpy.types.Panel):
         if len(plan.lines) > 8:
             col.label(text=f"… and {len(plan.lines) - 8} more")
         for why in plan.skipped[:4]:
-            for i, chunk in enumerate(_wrap(why, 44)):
+            for i, chunk in enumerate(_wrap(why, 34)):
                 col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
         if modal_ui.current() is None:
             row = layout.row()
@@ -148,22 +154,24 @@ def _draw_first_steps(layout: bpy.types.UILayout) -> None:
     """Nothing to animate is selected: say what to do next, with the first button at hand."""
     box = layout.box()
     box.label(text="Get started:", icon="HELP")
-    box.label(text="1. Select your face mesh, or add the default head:")
+    box.label(text="1. Select your face mesh,")
+    box.label(text="    or add the default head:")
     box.operator("mesh.parley_head_add", icon="USER")
     box.label(text="2. Choose an audio file below")
-    box.label(text="3. Click Generate from Audio (Esc cancels)")
+    box.label(text="3. Click Generate from Audio")
 
 
 def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
     """The running job in place of the button: a progress bar (4.0+) or a label (3.x)."""
     box = layout.box()
-    box.scale_y = 1.3
-    text = f"{ui.title}: {ui.text}"
+    title = f"{ui.title}: {ui.percent}%"
     if hasattr(box, "progress"):
-        box.progress(factor=ui.fraction, type="BAR", text=text)
+        box.progress(factor=ui.fraction, type="BAR", text=title)
     else:
-        box.label(text=text, icon="SORTTIME")
-    box.label(text="Press Esc to cancel (nothing is changed)", icon="CANCEL")
+        box.label(text=title, icon="SORTTIME")
+    for chunk in _wrap(ui.text, 34):
+        box.label(text=chunk, icon="BLANK1")
+    box.label(text="Esc cancels", icon="CANCEL")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -18,6 +18,19 @@ def _is_mesh(_self: object, obj: bpy.types.Object) -> bool:
     return obj.type == "MESH"
 
 
+_SHIPPED_ITEMS: list[tuple[str, str, str]] = []  # Blender needs the item strings kept alive
+
+
+def _shipped_items(_self: object, _context: object) -> list[tuple[str, str, str]]:
+    """The engine's shipped checkpoints (``engine/assets/*.safetensors``), named from their
+    headers (read without torch)."""
+    from . import checkpoints
+
+    _SHIPPED_ITEMS[:] = [(c.file, c.label, c.description) for c in checkpoints.shipped()] or \
+        [("", "(no shipped model found)", "engine/assets holds no .safetensors file")]
+    return _SHIPPED_ITEMS
+
+
 class ParleyCharacter(bpy.types.PropertyGroup):
     """One row of the dialogue table: a strip-name prefix, channel number or strip name → mesh."""
 
@@ -30,8 +43,10 @@ class ParleySettings(bpy.types.PropertyGroup):
     checkpoint_source: EnumProperty(  # type: ignore[valid-type]
         name="Checkpoint",
         items=[("DEFAULT", "Bundled default", "The model shipped with the add-on"),
+               ("SHIPPED", "Shipped model", "One of the models shipped in the engine's assets folder"),
                ("FILE", "File", "A .safetensors checkpoint")],
         default="DEFAULT")
+    shipped_checkpoint: EnumProperty(name="Model", items=_shipped_items)  # type: ignore[valid-type]
     checkpoint_path: StringProperty(name="Checkpoint file", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
     audio_source: EnumProperty(  # type: ignore[valid-type]
         name="Audio",

@@ -30,7 +30,7 @@ import bpy
 import numpy as np
 
 from . import bake, formats
-from .session import GenerateError, GenerateRequest, GenerateSession
+from .session import GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 RULES = ("PREFIX", "CHANNEL", "TABLE")
 
@@ -171,9 +171,11 @@ class StripsRun:
         st = self.session.poll()
         line = self.lines[self.index]
         if not st.finished:
-            return Progress(self.index, n, (self.index + st.fraction) / n,
-                            f"line {self.index + 1}/{n} {line.strip} -> {line.object_name}: "
-                            f"{st.stage} {int(round(st.fraction * 100))}%")
+            words, frac = describe_progress(st.stage, st.fraction)
+            words = words.rsplit(" ", 1)[0]  # the percentage shown is the whole run's
+            overall = (self.index + frac) / n
+            return Progress(self.index, n, overall, f"line {self.index + 1}/{n} ({line.strip} -> "
+                                                    f"{line.object_name}) {words} {int(round(overall * 100))}%")
         session, self.session = self.session, None
         try:
             self.outputs.append(session.take_output(os.path.join(self._tmp, f"{self.index:04d}.pc2")))

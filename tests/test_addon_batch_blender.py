@@ -91,6 +91,7 @@ def _batch(scene: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_batch")
 def test_batch_folder_of_wavs_in_real_blender(scene: Path, tmp_path: Path) -> None:
     wavs = tmp_path / "wavs"
     wavs.mkdir()
@@ -135,6 +136,7 @@ def test_batch_folder_of_wavs_in_real_blender(scene: Path, tmp_path: Path) -> No
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_batch")
 def test_batch_exit_codes_in_real_blender(scene: Path, tmp_path: Path) -> None:
     wavs = tmp_path / "wavs"
     wavs.mkdir()
@@ -192,6 +194,7 @@ with open({result!r}, "w") as fh:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_batch")
 def test_batch_from_strips_in_real_blender(tmp_path: Path) -> None:
     """``--from-strips``: every sound strip onto its character (name-prefix rule) in one .blend."""
     blender = _blender()

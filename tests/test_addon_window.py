@@ -35,7 +35,7 @@ SCENARIOS = [
     "install_legacy_zip", "parley_head_upright", "click_bake_cache_undo_redo", "click_bake_shapekeys_undo_redo",
     "esc_mid_run_cancels", "load_blend_mid_run_cancels", "disable_addon_mid_run",
     "engine_failures_report_cleanly", "preferences_buttons", "dialogue_all_strips",
-    "dialogue_esc_keeps_finished_lines", "panel_draws_every_setting",
+    "dialogue_esc_keeps_finished_lines", "shipped_checkpoint_dropdown", "panel_draws_every_setting",
 ]
 
 
@@ -143,6 +143,7 @@ def _result(run: dict[str, Any], name: str) -> dict[str, Any]:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_window_scenario(window_run: dict[str, Any], name: str) -> None:
     if window_run["cfg"]["only"] and name not in window_run["cfg"]["only"]:
@@ -156,6 +157,7 @@ def test_window_scenario(window_run: dict[str, Any], name: str) -> None:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 def test_window_blender_exits_cleanly(window_run: dict[str, Any]) -> None:
     """Blender quits by itself after the run (no timer or engine left to hang it) with status 0."""
     assert window_run["rc"] == 0, f"Blender exit status {window_run['rc']}:\n{window_run['log'][-4000:]}"
@@ -165,6 +167,7 @@ def test_window_blender_exits_cleanly(window_run: dict[str, Any]) -> None:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 def test_window_screenshots(window_run: dict[str, Any]) -> None:
     """The screenshots exist and differ: before, mid-bake (progress) and after."""
     shots = window_run["shots"]

@@ -372,8 +372,13 @@ def install_legacy_zip() -> Generator[float, None, str]:
         bpy.data.objects.remove(o)
     timeline = next(a for a in window().screen.areas if a.type == "DOPESHEET_EDITOR")
     timeline.type = "INFO"  # the reports, readable by the driver and visible in the screenshots
+    yield from widen_sidebar()
     with bpy.context.temp_override(**view3d()):
         make_head()
+        bpy.ops.view3d.view_axis(type="FRONT")
+        bpy.ops.view3d.view_all()
+    yield 0.3
+    with bpy.context.temp_override(**view3d()):
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(CFG["scenes"], "base.blend"))
         bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2)
     bpy.context.view_layer.objects.active.name = "WrongMesh"
@@ -405,7 +410,26 @@ def make_dialogue_scene() -> None:
     for name, wav, frame, channel in DIALOGUE:
         coll.new_sound(name=name, filepath=CFG[wav], channel=channel, frame_start=frame)
     with bpy.context.temp_override(**view3d()):
+        bpy.ops.view3d.view_all()
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(CFG["scenes"], "dialogue.blend"))
+
+
+def widen_sidebar(pixels: int = 170) -> Iterator[float]:
+    """Drag the sidebar's left edge, as a user does, so the panel's text is not cut off."""
+    ov = view3d()
+    ov["area"].spaces.active.show_region_ui = True
+    yield 0.3
+    ui = next(r for r in view3d()["area"].regions if r.type == "UI")
+    win = window()
+    x, y = ui.x + 2, ui.y + ui.height // 2
+    win.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x, y=y)
+    yield 0.1
+    win.event_simulate(type="LEFTMOUSE", value="PRESS", x=x, y=y)
+    for step in range(1, 6):
+        win.event_simulate(type="MOUSEMOVE", value="NOTHING", x=x - step * pixels // 5, y=y)
+        yield 0.05
+    win.event_simulate(type="LEFTMOUSE", value="RELEASE", x=x - pixels, y=y)
+    yield 0.3
 
 
 def make_head() -> None:
@@ -431,8 +455,7 @@ def _click_bake(mode: str, shots: bool) -> Generator[float, None, str]:
     yield from ensure_parley_tab()
     before = suite.snapshot()
     before_files = files_under(cache)
-    if shots:
-        screenshot("panel_before")
+    shot_before = screenshot("panel_before") if shots else None
     clear_reports()
     with StatusSpy() as st, EngineSpy() as spy:
         t0 = time.monotonic()
@@ -441,18 +464,20 @@ def _click_bake(mode: str, shots: bool) -> Generator[float, None, str]:
         pid = engine_pid()
         expect(pid is not None and pid_alive(pid), "no engine process after the click")
         shot_mid = None
-        status_pixels = []
         while running():
             expect(time.monotonic() - t0 < CFG["timeout"], "the bake did not finish")
-            if shots and shot_mid is None and time.monotonic() - t0 > 1.0:
+            if shots and shot_mid is None and addon_mod("modal_ui").current().fraction > 0.1:
                 shot_mid = screenshot("panel_during")
-                status_pixels.append(status_bar_crop(shot_mid))
             yield 0.1
         seconds = time.monotonic() - t0
     new = reports()
     expect(any("baked" in r for r in new), f"no success report; reports: {new}")
     expect(not any("Traceback" in r or "Error" in r for r in new), f"error reports: {new}")
     expect(not pid_alive(pid), f"engine pid {pid} still alive after the bake")
+    if shots:  # the status bar really showed the progress text (pixels, not just our calls)
+        expect(shot_mid is not None, "no screenshot while the engine reported progress")
+        change = float(np.abs(status_bar_crop(shot_mid) - status_bar_crop(shot_before)).mean())
+        expect(change > 0.002, f"the status bar looks the same before and during the bake ({change:g})")
     progress = [t for t in st.texts if t]
     expect(len(progress) >= 2 and progress[0] != progress[-1], f"status bar did not change: {st.texts}")
     expect(st.texts[-1] is None, f"status bar not cleared at the end: {st.texts[-1]!r}")
@@ -837,7 +862,7 @@ def dialogue_esc_keeps_finished_lines() -> Generator[float, None, str]:
     res = click("parley.generate_strips")
     expect(res == {"RUNNING_MODAL"}, f"click returned {res}: {reports()}")
     run = next(iter(addon_mod("operators_strips")._RUNS))
-    yield from wait_until(lambda: len(run.results) == 1 and run.session is not None
+    yield from wait_until(lambda: len(run.outputs) == 1 and run.session is not None
                           and run.session.job is not None and run.session.poll().fraction > 0, 120,
                           "line 2 to be running")
     with open(pidfile) as fh:
@@ -862,6 +887,39 @@ def dialogue_esc_keeps_finished_lines() -> Generator[float, None, str]:
 
 
 @scenario
+def shipped_checkpoint_dropdown() -> Generator[float, None, str]:
+    """The panel lists engine/assets/*.safetensors by name; the chosen file goes to the engine."""
+    assets = os.path.join(os.path.dirname(addon_mod("operators").__file__), "engine", "assets")
+    second = os.path.join(assets, "second_model.safetensors")
+    shutil.copyfile(os.path.join(assets, "default.safetensors"), second)
+    try:
+        yield from open_scene("base")
+        yield from ensure_parley_tab()
+        s = settings(checkpoint_source="SHIPPED", audio_source="FILE", audio_path=CFG["wav_5s"], bake_mode="CACHE")
+        names = addon_mod("checkpoints").shipped()
+        labels = [c.label for c in names]
+        expect([c.file for c in names] == ["default.safetensors", "second_model.safetensors"], f"listed {labels}")
+        s.shipped_checkpoint = "second_model.safetensors"
+        expect(s.shipped_checkpoint == "second_model.safetensors", "could not choose the second model")
+        expect(addon_mod("operators").checkpoint_path(bpy.context) == second, "checkpoint path")
+        screenshot("shipped_dropdown")
+        pidfile = os.path.join(CFG["work"], "shipped.pid")
+        set_engine("fake", {"PARLEY_FAKE_SLEEP": "0.5", "PARLEY_FAKE_PIDFILE": pidfile})
+        res = click("parley.generate")
+        expect(res == {"RUNNING_MODAL"}, f"click returned {res}: {reports()}")
+        yield from wait_until(lambda: engine_pid() is not None, 20, "the engine")
+        with open(f"/proc/{engine_pid()}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+        key("ESC")
+        yield from wait_until(lambda: not running(), 10, "the run to stop")
+        i = argv.index(b"--checkpoint")
+        expect(argv[i + 1].decode() == second, f"engine got --checkpoint {argv[i + 1]!r}")
+    finally:
+        os.unlink(second)
+    return f"dropdown lists {labels}; the engine ran with --checkpoint {os.path.basename(second)}"
+
+
+@scenario
 def panel_draws_every_setting() -> Generator[float, None, str]:
     import itertools
 
@@ -871,7 +929,7 @@ def panel_draws_every_setting() -> Generator[float, None, str]:
     ui = next(r for r in ov["area"].regions if r.type == "UI")
     s = bpy.context.scene.parley
     s.style_object = bpy.data.objects["Face"]
-    combos = list(itertools.product(["DEFAULT", "FILE"], ["FILE", "STRIP"], ["NONE", "OBJECT", "FILE"],
+    combos = list(itertools.product(["DEFAULT", "SHIPPED", "FILE"], ["FILE", "STRIP"], ["NONE", "OBJECT", "FILE"],
                                     ["CACHE", "SHAPEKEYS"], [False, True]))
     extra = [("device", d) for d in ("PREFS", "AUTO", "CUDA", "CPU")] + [("fps_source", f) for f in
                                                                           ("SCENE", "CHECKPOINT")]
