@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from . import bake, engine_process, formats, modal_ui, preferences
-from .session import PROBES, GenerateError, GenerateRequest, GenerateSession, describe_progress
+from .session import GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems as Ret
@@ -239,7 +239,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        if _ACTIVE:
+        if _ACTIVE or modal_ui.current() is not None:
             self.report({"ERROR"}, "Parley is already generating: wait for it or press Esc")
             return {"CANCELLED"}
         session: GenerateSession | None = None
