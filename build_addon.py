@@ -1,4 +1,4 @@
-"""Build the Parley Blender extension zip: ``python build_addon.py [--out dist/]``.
+"""Build the Parley Blender add-on zips: ``python build_addon.py [--out dist/]``.
 
 Why a build step: the extension must carry the engine (the add-on runs it in a child
 process) and a ``blender_manifest.toml``; the repository keeps one source of truth for both
@@ -8,8 +8,13 @@ process) and a ``blender_manifest.toml``; the repository keeps one source of tru
    folders from ``[parley].bundle`` (the ``engine`` package with its assets),
    ``engine_requirements.txt`` (pyproject dependencies, for the dependency installer) and
    ``blender_manifest.toml`` (``addon_manifest.toml`` without the ``[parley]`` table);
-2. build the zip with Blender's own ``blender_ext.py build`` and check it with
-   ``blender_ext.py validate`` (found in the installed ``bpy`` package, or ``--blender-ext``).
+2. build the extension zip (Blender 4.2+) with Blender's own ``blender_ext.py build`` and
+   check it with ``blender_ext.py validate`` (found in the installed ``bpy`` package, or
+   ``--blender-ext``);
+3. build the legacy add-on zip (Blender 3.x, e.g. the 3.6 LTS studios stay on) from the same
+   staged files: one top folder ``parley/`` whose ``__init__.py`` carries ``bl_info``,
+   installed through *Preferences > Add-ons > Install*. No manifest inside (3.x ignores it;
+   4.2+ would treat a folder with one as an extension).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +138,41 @@ def build(out_dir: Path = ROOT / "dist", build_dir: Path = ROOT / "build" / "add
     return zip_path
 
 
+def build_legacy(out_dir: Path = ROOT / "dist", build_dir: Path = ROOT / "build" / "addon",
+                 manifest: Path = ROOT / "addon_manifest.toml") -> Path:
+    """``parley-<version>-legacy.zip``: ``parley/__init__.py`` (with ``bl_info``) + the same
+    files as the extension, for *Preferences > Add-ons > Install* in Blender 3.x."""
+    src, data = stage(manifest, build_dir)
+    if "bl_info" not in (src / "__init__.py").read_text(encoding="utf-8"):
+        raise BuildError("blender_addon/__init__.py has no bl_info: a legacy add-on needs it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / f"{data['id']}-{data['version']}-legacy.zip"
+    tmp = zip_path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and f.name != "blender_manifest.toml":
+                zf.write(f, f"{data['id']}/{f.relative_to(src).as_posix()}")
+    os.replace(tmp, zip_path)
+    return zip_path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "dist", help="folder for the zip (default dist/)")
     p.add_argument("--build-dir", type=Path, default=ROOT / "build" / "addon")
     p.add_argument("--blender-ext", type=Path, help="path to Blender's blender_ext.py")
+    p.add_argument("--no-legacy", action="store_true", help="only the 4.2+ extension zip")
     a = p.parse_args(argv)
     try:
         zip_path = build(a.out, a.build_dir, blender_ext=a.blender_ext)
+        legacy = None if a.no_legacy else build_legacy(a.out, a.build_dir)
     except BuildError as exc:
         print(f"build_addon: error: {exc}", file=sys.stderr)
         return 1
-    print(f"built and validated {zip_path} ({os.path.getsize(zip_path) / 1e6:.1f} MB)")
+    print(f"built and validated {zip_path} ({os.path.getsize(zip_path) / 1e6:.1f} MB): "
+          "Blender 4.2+, Get Extensions > Install from Disk")
+    if legacy is not None:
+        print(f"built {legacy} ({os.path.getsize(legacy) / 1e6:.1f} MB): Blender 3.x, Add-ons > Install")
     return 0
 
 

@@ -158,12 +158,23 @@ def check_topology(obj: bpy.types.Object, info: formats.CheckpointInfo) -> None:
     if info.num_vertices is not None and v != info.num_vertices:
         raise TopologyError(
             f"Topology mismatch: '{obj.name}' has {actual}, but the checkpoint {ckpt} "
-            f"({info.topology_name or 'its head'}) expects {expected}. Use the head the model was "
-            "trained on, or a checkpoint trained on this mesh.")
+            f"({info.topology_name or 'its head'}) expects {expected}. {_what_works(info)}")
     if fp and info.fingerprint and fp != info.fingerprint:
         raise TopologyError(
             f"Topology mismatch: '{obj.name}' has {actual}, but the checkpoint {ckpt} expects "
-            f"{expected}: same vertex count, different faces (vertex order changed?).")
+            f"{expected}: same vertex count, different faces (vertex order changed?). {_what_works(info)}")
+
+
+#: topology of the head shipped with the add-on (Add > Mesh > Parley Head)
+BUNDLED_HEAD_TOPOLOGY = "synthtalk_head"
+
+
+def _what_works(info: formats.CheckpointInfo) -> str:
+    if info.topology_name == BUNDLED_HEAD_TOPOLOGY:
+        return ("Add > Mesh > Parley Head adds a mesh this model animates; for your own mesh use a "
+                "checkpoint trained on it.")
+    return f"Use a mesh with the checkpoint's topology ({info.topology_name or 'see Checkpoint info'}), " \
+           "or a checkpoint trained on this mesh."
 
 
 def unique_clip_label(obj: bpy.types.Object, clip: str) -> str:

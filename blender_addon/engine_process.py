@@ -276,9 +276,22 @@ class EngineJob:
         elif returncode == 0:
             st.message = "The engine exited without reporting a result (is it an up-to-date Parley engine?)."
         else:
-            tail = [ln for ln in self.log if ln.strip()][-3:]
-            detail = (" Last output: " + " | ".join(tail)) if tail else ""
-            st.message = f"The engine failed (exit code {returncode}).{detail}"
+            st.message = f"The engine failed (exit code {returncode}).{crash_summary(list(self.log))}"
+            if self.log:  # the whole output stays available to whoever reads the console
+                print("Parley engine output:\n" + "\n".join("  engine| " + ln for ln in self.log),
+                      file=sys.stderr, flush=True)
+
+
+def crash_summary(log: list[str]) -> str:
+    """One readable line about a crash: the exception of a Python traceback (its last line,
+    never the frames), else the last output lines."""
+    lines = [ln for ln in log if ln.strip()]
+    if not lines:
+        return ""
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        exc = next((ln for ln in reversed(lines) if not ln.startswith((" ", "\t", "Traceback"))), lines[-1])
+        return f" {exc.strip()}"
+    return " Last output: " + " | ".join(lines[-3:])
 
 
 def default_python() -> str:

@@ -1,22 +1,21 @@
-"""Operators: Generate from Audio (modal, Esc cancels), Check engine, Install engine dependencies.
+"""Generate from Audio: the panel's settings → a :class:`session.GenerateSession`.
 
 The modal operator only schedules work: a window-manager timer polls the engine child
-process (:class:`session.GenerateSession`) and updates the status bar; when the engine
-succeeds the bake runs in one step. ``execute`` (scripts, background mode where modal
-operators never run) drives the same session synchronously.
+process and updates the status bar (:mod:`modal_ui`); when the engine succeeds the bake runs
+in one step. ``execute`` (scripts, background mode where modal operators never run) drives
+the same session synchronously. Every failure becomes one readable report (no traceback).
 """
 from __future__ import annotations
 
 import os
-import subprocess
+import re
 import tempfile
-import threading
 from typing import TYPE_CHECKING, Any
 
 import bpy
 import numpy as np
 
-from . import bake, engine_process, formats, preferences
+from . import bake, engine_process, formats, modal_ui, preferences
 from .session import PROBES, GenerateError, GenerateRequest, GenerateSession
 
 if TYPE_CHECKING:
@@ -41,11 +40,6 @@ def _wm(context: bpy.types.Context) -> bpy.types.WindowManager:
     wm = context.window_manager
     assert wm is not None
     return wm
-
-
-def _status(context: bpy.types.Context, text: str | None) -> None:
-    if context.workspace is not None:
-        _status(context, text)
 
 
 def active_sound_strip(scene: bpy.types.Scene) -> Any:
@@ -75,7 +69,7 @@ def checkpoint_info(path: str | None) -> formats.CheckpointInfo | str:
     try:
         key = (path, os.path.getmtime(path))
     except OSError:
-        return f"Checkpoint not found: {path}"
+        return f"Checkpoint not found: {os.path.basename(path)}"
     if key not in _INFO_CACHE:
         try:
             _INFO_CACHE[key] = formats.read_checkpoint_info(path)
@@ -90,7 +84,7 @@ def problems(context: bpy.types.Context) -> list[str]:
     s = _settings(context)
     obj = context.active_object
     if obj is None or obj.type != "MESH":
-        out.append("Select the face mesh to animate")
+        out.append("Select the face mesh to animate, or add one: Add > Mesh > Parley Head")
     info = checkpoint_info(checkpoint_path(context))
     if isinstance(info, str):
         out.append(info)
@@ -179,6 +173,26 @@ def style_file(context: bpy.types.Context) -> str | None:
     return path
 
 
+USER_ERRORS = (GenerateError, bake.BakeError, engine_process.EngineError, formats.FormatError, OSError)
+_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(]))(?:[A-Za-z]:)?[\\/][^\s:'\"()]*[\\/]([^\s\\/:'\"()]+)")
+
+
+def short_paths(text: str) -> str:
+    """Absolute paths → file names: a report or panel line must fit the panel."""
+    return _PATH.sub(lambda m: m.group(1), text)
+
+
+def user_message(exc: BaseException) -> str:
+    """One readable line for ``self.report``; unexpected errors keep their traceback in the
+    system console only."""
+    if isinstance(exc, USER_ERRORS):
+        return "Parley: " + short_paths(str(exc)).removeprefix("Parley: ")
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return f"Parley: unexpected {type(exc).__name__}: {short_paths(str(exc))} (details in the system console)"
+
+
 def _report_result(op: bpy.types.Operator, r: bake.BakeResult) -> None:
     where = r.modifier or r.action or ""
     op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}")
@@ -192,7 +206,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     _session: GenerateSession | None = None
-    _timer: Any = None
+    _ui: modal_ui.ModalUI | None = None
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -207,8 +221,8 @@ class PARLEY_OT_generate(bpy.types.Operator):
                 result = session.run()
             finally:
                 _ACTIVE.discard(session)
-        except (GenerateError, bake.BakeError, engine_process.EngineError) as exc:
-            self.report({"ERROR"}, str(exc))
+        except USER_ERRORS as exc:
+            self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
         _report_result(self, result)
         return {"FINISHED"}
@@ -216,177 +230,60 @@ class PARLEY_OT_generate(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        if _ACTIVE:
+            self.report({"ERROR"}, "Parley is already generating: wait for it or press Esc")
+            return {"CANCELLED"}
+        session: GenerateSession | None = None
+        ui = modal_ui.ModalUI("Parley")
         try:
-            self._session = GenerateSession(scene_of(context), request_from_context(context))
-            self._session.start()
-        except (GenerateError, bake.BakeError, engine_process.EngineError) as exc:
-            if self._session is not None:
+            session = GenerateSession(scene_of(context), request_from_context(context))
+            session.start()
+            ui.begin(context)
+        except Exception as exc:  # before modal_handler_add: clean up and report, never raise
+            if session is not None:
+                session.cancel()
+            ui.end(context)
+            self.report({"ERROR"}, user_message(exc))
+            return {"CANCELLED"}
+        self._session, self._ui = session, ui
+        _ACTIVE.add(session)
+        _wm(context).modal_handler_add(self)  # last: nothing may raise after this
+        return {"RUNNING_MODAL"}
+
+    def _stop(self, context: bpy.types.Context, cancel_engine: bool) -> None:
+        if self._session is not None:
+            if cancel_engine:
                 self._session.cancel()
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        _ACTIVE.add(self._session)
-        wm = _wm(context)
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        wm.progress_begin(0, 100)
-        _status(context, "Parley: starting the engine… (Esc cancels)")
-        return {"RUNNING_MODAL"}
-
-    def _end_ui(self, context: bpy.types.Context) -> None:
-        wm = _wm(context)
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        _status(context, None)
-        if self._session is not None:
             _ACTIVE.discard(self._session)
+        if self._ui is not None:
+            self._ui.end(context)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
-        session = self._session
-        assert session is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            session.cancel()
-            self._end_ui(context)
-            self.report({"WARNING"}, "Parley: cancelled; the scene was not changed")
+        session, ui = self._session, self._ui
+        if session is None or ui is None:
             return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        st = session.poll()
-        pct = int(round(st.fraction * 100))
-        _wm(context).progress_update(pct)
-        _status(context, f"Parley: {st.stage} {pct}% (Esc cancels)")
-        if not st.finished:
-            return {"PASS_THROUGH"}
-        self._end_ui(context)
         try:
+            if event.type == "ESC" and event.value == "PRESS":
+                self._stop(context, cancel_engine=True)
+                self.report({"WARNING"}, "Parley: cancelled; the scene was not changed")
+                return {"CANCELLED"}
+            if event.type != "TIMER":
+                return {"PASS_THROUGH"}
+            st = session.poll()
+            ui.update(context, f"{st.stage} {int(round(st.fraction * 100))}%", st.fraction)
+            if not st.finished:
+                return {"PASS_THROUGH"}
+            self._stop(context, cancel_engine=False)
             result = session.finish()
-        except (GenerateError, bake.BakeError) as exc:
-            self.report({"ERROR"}, f"Parley: {exc}")
+        except Exception as exc:  # one readable report; the timer and engine never outlive this
+            self._stop(context, cancel_engine=True)
+            self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
         _report_result(self, result)
         return {"FINISHED"}
 
-    def cancel(self, context: bpy.types.Context) -> None:  # window closed / file loaded
-        if self._session is not None:
-            self._session.cancel()
-        self._end_ui(context)
-
-
-class PARLEY_OT_check_engine(bpy.types.Operator):
-    """Check that the engine's Python can import torch and the Parley engine, and list devices"""
-
-    bl_idname = "parley.check_engine"
-    bl_label = "Check Engine"
-
-    def execute(self, context: bpy.types.Context) -> set[Ret]:
-        prefs = preferences.get_prefs(context)
-        python = preferences.interpreter(prefs)
-        info = PROBES.probe(python, preferences.engine_root(), preferences.engine_paths(prefs))
-        if info.get("ok"):
-            self.report({"INFO"}, f"Parley engine OK in {python}: torch {info.get('torch')}, "
-                                  f"CUDA {'available' if info.get('cuda') else 'not available'}")
-            return {"FINISHED"}
-        self.report({"ERROR"}, f"The engine cannot run in {python}: {info.get('error')}")
-        return {"CANCELLED"}
-
-
-class DepsInstaller:
-    """pip into the add-on's deps folder in a child process, output appended to a log."""
-
-    def __init__(self, cmd: list[str], log_path: str):
-        self.cmd = cmd
-        self.log_path = log_path
-        self.lines = 0
-        self.last = ""
-        self.returncode: int | None = None
-        self._proc: subprocess.Popen[str] | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        self._proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      stdin=subprocess.DEVNULL, encoding="utf-8", errors="replace")
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write("$ " + " ".join(self.cmd) + "\n")
-            for line in self._proc.stdout:
-                log.write(line)
-                log.flush()
-                self.lines += 1
-                if line.strip():
-                    self.last = line.strip()
-            self.returncode = self._proc.wait()
-            log.write(f"[exit code {self.returncode}]\n")
-
-    @property
-    def finished(self) -> bool:
-        return self._thread is not None and not self._thread.is_alive()
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-
-
-class PARLEY_OT_install_deps(bpy.types.Operator):
-    """Install torch and the engine's other dependencies into a folder owned by this add-on
-    (never into Blender's own Python); needs internet access"""
-
-    bl_idname = "parley.install_deps"
-    bl_label = "Install Engine Dependencies"
-
-    _job: DepsInstaller | None = None
-    _timer: Any = None
-
-    def _make_job(self, context: bpy.types.Context) -> DepsInstaller:
-        prefs = preferences.get_prefs(context)
-        cmd = preferences.build_pip_command(
-            preferences.interpreter(None), preferences.deps_dir(create=True),
-            preferences.engine_requirements(), getattr(prefs, "pip_extra_args", ""))
-        return DepsInstaller(cmd, preferences.install_log_path())
-
-    def _done(self, job: DepsInstaller) -> set[Ret]:
-        PROBES.results.clear()
-        if job.returncode == 0:
-            self.report({"INFO"}, "Parley: engine dependencies installed; use Check Engine to verify")
-            return {"FINISHED"}
-        self.report({"ERROR"}, f"Parley: pip failed ({job.last}); see {job.log_path}")
-        return {"CANCELLED"}
-
-    def execute(self, context: bpy.types.Context) -> set[Ret]:
-        job = self._make_job(context)
-        job.start()
-        assert job._thread is not None
-        job._thread.join()
-        return self._done(job)
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
-        if bpy.app.background or context.window is None:
-            return self.execute(context)
-        self._job = self._make_job(context)
-        self._job.start()
-        wm = _wm(context)
-        self._timer = wm.event_timer_add(0.25, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
-        job = self._job
-        assert job is not None
-        if event.type == "ESC" and event.value == "PRESS":
-            job.kill()
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        _status(context, f"Parley install: {job.last[:100]} (Esc stops)")
-        if not job.finished:
-            return {"PASS_THROUGH"}
-        _wm(context).event_timer_remove(self._timer)
-        _status(context, None)
-        return self._done(job)
+    def cancel(self, context: bpy.types.Context) -> None:  # window closed / another file loaded
+        self._stop(context, cancel_engine=True)
 
 
 def kill_all() -> None:
@@ -395,4 +292,4 @@ def kill_all() -> None:
     _ACTIVE.clear()
 
 
-classes = (PARLEY_OT_generate, PARLEY_OT_check_engine, PARLEY_OT_install_deps)
+classes = (PARLEY_OT_generate,)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, formats, operators, preferences
+from . import bake, formats, modal_ui, operators, preferences
 from .session import PROBES
 
 
@@ -36,7 +36,11 @@ class PARLEY_PT_generate(bpy.types.Panel):
             if card:
                 col.label(text="Data: " + ", ".join(f"{k}={v}" for k, v in list(card.items())[:3])[:100])
         else:
-            box.label(text=info, icon="ERROR")
+            for i, chunk in enumerate(_wrap(operators.short_paths(info), 44)):
+                box.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+
+        if obj is None or obj.type != "MESH":
+            _draw_first_steps(layout)
 
         col = layout.column()
         col.label(text=f"Target: {obj.name if obj else '-'}"
@@ -79,14 +83,40 @@ class PARLEY_PT_generate(bpy.types.Panel):
         sub.prop(s, "add_sound_strip")
         col.prop(s, "set_frame_range")
 
+        running = modal_ui.current()
+        if running is not None:
+            _draw_progress(layout, running)
+            return
         issues = operators.problems(context)
         row = layout.row()
         row.scale_y = 1.6
         row.enabled = not issues
         row.operator("parley.generate", icon="PLAY_SOUND")
         for msg in issues:
-            for i, chunk in enumerate(_wrap(msg, 48)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 44)):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+
+
+def _draw_first_steps(layout: bpy.types.UILayout) -> None:
+    """Nothing to animate is selected: say what to do next, with the first button at hand."""
+    box = layout.box()
+    box.label(text="Get started:", icon="HELP")
+    box.label(text="1. Select your face mesh, or add the default head:")
+    box.operator("mesh.parley_head_add", icon="USER")
+    box.label(text="2. Choose an audio file below")
+    box.label(text="3. Click Generate from Audio (Esc cancels)")
+
+
+def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
+    """The running job in place of the button: a progress bar (4.0+) or a label (3.x)."""
+    box = layout.box()
+    box.scale_y = 1.3
+    text = f"{ui.title}: {ui.text}"
+    if hasattr(box, "progress"):
+        box.progress(factor=ui.fraction, type="BAR", text=text)
+    else:
+        box.label(text=text, icon="SORTTIME")
+    box.label(text="Press Esc to cancel (nothing is changed)", icon="CANCEL")
 
 
 def _wrap(text: str, width: int) -> list[str]:

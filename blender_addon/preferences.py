@@ -98,11 +98,13 @@ def interpreter(prefs: Any = None) -> str:
 
 def deps_dir(create: bool = True) -> str:
     """The add-on's private site folder (extension user directory when installed as an extension)."""
-    try:
-        return bpy.utils.extension_path_user(ADDON_ID, path="deps", create=create)
-    except (ValueError, TypeError):  # a legacy add-on / source checkout: no extension directory
-        base = bpy.utils.user_resource("CONFIG", path=os.path.join("parley", "deps"), create=create)
-        return base
+    ext_path = getattr(bpy.utils, "extension_path_user", None)  # 4.2+ only
+    if ext_path is not None:
+        try:
+            return str(ext_path(ADDON_ID, path="deps", create=create))
+        except (ValueError, TypeError):  # a legacy add-on / source checkout: no extension directory
+            pass
+    return str(bpy.utils.user_resource("CONFIG", path=os.path.join("parley", "deps"), create=create))
 
 
 def install_log_path() -> str:
@@ -130,8 +132,10 @@ def engine_requirements(addon_dir: str = ADDON_DIR) -> list[str]:
             return [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
     pyproject = os.path.join(os.path.dirname(addon_dir), "pyproject.toml")
     if os.path.isfile(pyproject):
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10 (Blender 3.x): the built add-on bundles the .txt instead
+            return list(FALLBACK_REQUIREMENTS)
         with open(pyproject, "rb") as fb:
             deps = tomllib.load(fb).get("project", {}).get("dependencies", [])
         if deps:

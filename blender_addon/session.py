@@ -15,6 +15,7 @@ Until :meth:`finish` succeeds nothing in the scene or the cache folder has chang
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -64,14 +65,21 @@ def default_checkpoint(engine_root: str | None) -> str | None:
     return p if os.path.isfile(p) else None
 
 
+_MISSING = re.compile(r"No module named '?([A-Za-z0-9_.]+)'?")
+
+
 def explain_failure(message: str, python: str) -> str:
-    """Turn the commonest engine failures into advice."""
-    if "No module named 'torch'" in message or "No module named torch" in message:
-        return (f"The engine's Python ({python}) has no torch. Use Preferences > Add-ons > Parley > "
-                "Install engine dependencies, or set an interpreter that has the Parley engine installed.")
-    if "No module named 'engine'" in message or "No module named engine" in message:
-        return (f"The Parley engine package was not found by {python}. Reinstall the add-on or set the "
-                "interpreter of an environment where Parley is installed.")
+    """Turn the commonest engine failures into advice (the interpreter by name only: a full
+    path does not fit the panel)."""
+    exe = os.path.basename(python) or python
+    missing = _MISSING.search(message)
+    if missing is not None:
+        mod = missing.group(1).split(".")[0]
+        if mod == "engine":
+            return (f"The Parley engine package was not found by the engine's Python ({exe}). Reinstall the "
+                    "add-on or set the interpreter of an environment where Parley is installed.")
+        return (f"The engine's Python ({exe}) has no {mod!r} package. Use Preferences > Add-ons > Parley > "
+                "Install Engine Dependencies, or set an interpreter that has the Parley engine installed.")
     return message
 
 

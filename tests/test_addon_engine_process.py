@@ -215,3 +215,13 @@ def test_pc2_reader_matches_engine_writer_and_rejects_truncation(tmp_path: Path)
     path.write_bytes(data[:-4])
     with pytest.raises(formats.FormatError, match="truncated"):
         formats.read_pc2(str(path))
+
+
+def test_crash_summary_keeps_the_exception_not_the_frames() -> None:
+    from blender_addon.engine_process import crash_summary
+
+    tb = ["Traceback (most recent call last):", '  File "x.py", line 3, in main', "    boom()",
+          "RuntimeError: simulated crash"]
+    assert crash_summary(tb) == " RuntimeError: simulated crash"
+    assert crash_summary(["a", "b", "c", "d"]) == " Last output: b | c | d"
+    assert crash_summary(["", "  "]) == ""
