@@ -290,3 +290,35 @@ def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) 
         fh.write("".join(f"v {x:.7g} {y:.7g} {z:.7g}\n" for x, y, z in vertices))
         fh.write("".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
     return path
+
+
+def rig_speech(fps: float = 30.0) -> tuple[np.ndarray, list[list[Any]], np.ndarray]:
+    """A scripted "utterance" on the template (SynthTalk identity 10 = the engine's template):
+    0.6 s silence, 8 syllables alternating open vowels (jaw, stretch or pucker) with bilabial
+    closures (lips_close + lips_press), 0.6 s silence.  Returns ``(frames (T, S, 3), phones,
+    rest (S, 3))`` with /m p b/ phones centred on the closures -- ground truth for closure tests
+    without running a model."""
+    from training.synthtalk.rig import CONTROLS
+
+    head = build_head(identity(10))
+    rig = Rig(head)
+    T = int(round(4.0 * fps))
+    t = np.arange(T) / fps
+    W = {k: np.zeros(T) for k in CONTROLS}
+    phones: list[list[Any]] = [["sil", 0.0, 0.6]]
+    s0, syl = 0.6, 0.35
+    bil = ["M", "P", "B", "M", "P", "B", "M", "P"]
+    for i in range(8):
+        a = s0 + i * syl
+        vowel = (t >= a) & (t < a + 0.22)
+        env = np.sin(np.clip((t - a) / 0.22, 0, 1) * np.pi) * vowel
+        W["jaw_open"] += (0.35 + 0.1 * (i % 3)) * env
+        W["stretch" if i % 2 else "pucker"] += 0.6 * env
+        c = a + 0.22 + 0.065
+        close = np.exp(-0.5 * ((t - c) / 0.035) ** 2)
+        W["lips_close"] = np.maximum(W["lips_close"], close)
+        W["lips_press"] = np.maximum(W["lips_press"], 0.5 * close)
+        phones += [["AA", a, a + 0.22], [bil[i], c - 0.05, c + 0.05]]
+    phones.append(["sil", s0 + 8 * syl, 4.0])
+    frames = rig.pose({k: np.clip(v, 0, 1) for k, v in W.items()})
+    return frames, phones, head.vertices.astype(np.float32)

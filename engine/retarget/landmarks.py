@@ -173,7 +173,12 @@ def find_face(v: np.ndarray, f: np.ndarray, num_samples: int = 40000) -> FaceFra
         smooth = uniform_filter1d(prof, size=max(3, int(0.12 * H / step)), mode="nearest")
         scores.append(float(np.max((smooth - prof)[band])) if band.any() else 0.0)
     fdir = front_a if scores[0] >= scores[1] else -front_a
-    if max(scores) < 0.01 * H or sym_err > 0.02:
+    lateral_extent = float(np.ptp(P @ n_lat))
+    # a face: one side (the nose) protrudes much more than the other (the back of the skull), the
+    # shape is mirror-symmetric, and a head is taller than it is wide (a cube or a head lying on
+    # its side fails one of these)
+    if (max(scores) < 0.01 * H or max(scores) < 2.0 * min(scores) or sym_err > 0.02
+            or H < 1.0 * lateral_extent):
         raise LandmarkError("no face found: the mesh has no nose-like protrusion on a left/right symmetric "
                             "shape (a human-like head is expected; if it is one, pass --landmarks lm.json "
                             "with vertex indices for " + ", ".join(REQUIRED) + ")")

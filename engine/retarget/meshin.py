@@ -144,34 +144,40 @@ def check_orientation(v: np.ndarray, f: np.ndarray, name: str) -> None:
 def find_head(v_canon: np.ndarray, f: np.ndarray, name: str = "mesh") -> np.ndarray:
     """Indices of the head vertices of a mesh in the canonical frame.
 
-    Small pieces (eyes, teeth, < 2% of the largest piece's extent) stay with the head they sit
-    in.  Several big pieces of similar size side by side -> two heads (refused).  A tall piece
-    (height > 1.8 x its width, a whole body) is cut at the neck: the narrowest horizontal
-    slice below the widest part of the top 30% of the mesh.
+    Connected pieces whose bounding boxes overlap form one object (a head with separate eyes and
+    teeth, a body with a separate head).  Two or more objects of similar size side by side are
+    refused (two heads / two characters).  A tall object (height > 1.8 x its width, a whole
+    body) is cut at the neck: the narrowest horizontal slice below the widest part of the top
+    35% of the mesh (the neck itself goes with the body: a body's neck rarely moves with speech).
     """
     comp = components(len(v_canon), f)
-    used = np.unique(f)
-    labels, counts = np.unique(comp[used], return_counts=True)
-    ext = {}
-    for lab in labels:
-        p = v_canon[comp == lab]
-        ext[lab] = np.ptp(p, axis=0)
-    big = max(labels, key=lambda lab: float(np.prod(ext[lab] + 1e-12)))
-    size = float(np.linalg.norm(ext[big]))
-    bigs = [lab for lab in labels if np.linalg.norm(ext[lab]) > 0.6 * size]
+    labels = np.unique(comp[np.unique(f)])
+    lo = np.array([v_canon[comp == lab].min(0) for lab in labels])
+    hi = np.array([v_canon[comp == lab].max(0) for lab in labels])
+    pad = 0.02 * float(np.linalg.norm(hi.max(0) - lo.min(0)))
+    parent = list(range(len(labels)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(labels)):
+        overlap = np.all((lo[i] - pad <= hi) & (lo <= hi[i] + pad), axis=1)
+        for j in np.nonzero(overlap)[0]:
+            parent[root(int(j))] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(labels)):
+        groups.setdefault(root(i), []).append(i)
+    sizes = {g: float(np.linalg.norm(hi[m].max(0) - lo[m].min(0))) for g, m in groups.items()}
+    biggest = max(sizes.values())
+    bigs = [g for g, s in sizes.items() if s > 0.6 * biggest]
     if len(bigs) > 1:
-        cents = np.array([v_canon[comp == lab].mean(0) for lab in bigs])
-        if np.linalg.norm(cents[0] - cents[1]) > 0.5 * size:
-            raise MeshInputError(f"{name} has {len(bigs)} separate head-sized pieces (two heads?): fit one "
-                                 "character at a time, or pass --vertex-group-file with the head's vertex indices")
-    keep = np.isin(comp, bigs)
-    # small pieces inside the big piece's bounding box (eyeballs, teeth) belong to the head
-    lo, hi = v_canon[keep].min(0), v_canon[keep].max(0)
-    inside = np.all((v_canon >= lo) & (v_canon <= hi), axis=1)
-    keep |= inside & ~np.isin(comp, bigs)
-    idx = np.nonzero(keep)[0]
-    p = v_canon[idx]
-    ex = np.ptp(p, axis=0)
+        raise MeshInputError(f"{name} has {len(bigs)} separate head-sized pieces (two heads?): fit one "
+                             "character at a time, or pass --vertex-group-file with the head's vertex indices")
+    idx = np.nonzero(np.isin(comp, labels[groups[bigs[0]]]))[0]
+    ex = np.ptp(v_canon[idx], axis=0)
     if ex[2] > 1.8 * max(ex[0], ex[1]):
         idx = _cut_at_neck(v_canon, idx)
     return idx
@@ -193,6 +199,5 @@ def _cut_at_neck(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if not np.isfinite(below).any():
         return idx
     neck = int(np.nanargmin(below))
-    head_h = z_hi - edges[neck]
-    z_cut = edges[neck] - 0.25 * head_h
+    z_cut = edges[neck]
     return idx[p[:, 2] >= z_cut]

@@ -30,20 +30,21 @@ Progress = Callable[[str, float], None]
 
 def choose_up(mesh: UserMesh, front: str | None = None) -> str:
     """``z`` or ``y``: the axis convention under which a face is found looking the expected way."""
-    errors = []
+    errors: list[ValueError] = []
     found = []
     for up in ("z", "y"):
+        R = axes_rotation(up, front)
+        V = mesh.vertices @ R.T
+        head = find_head(V, mesh.faces, mesh.path or "mesh")      # mesh problems: raised as they are
+        hf = mesh.faces[np.isin(mesh.faces, head).all(1)]
         try:
-            R = axes_rotation(up, front)
-            V = mesh.vertices @ R.T
-            head = find_head(V, mesh.faces, mesh.path or "mesh")
-            hf = mesh.faces[np.isin(mesh.faces, head).all(1)]
             fr = find_face(V, hf, num_samples=15000)
             found.append((abs(fr.facing_deg), fr.symmetry_error, up))
-        except (LandmarkError, MeshInputError) as exc:
-            errors.append(f"{up}-up: {exc}")
+        except LandmarkError as exc:
+            errors.append(exc)
     if not found:
-        raise FitError("no face found with Z up or with Y up (" + " | ".join(errors) + ")")
+        facing = [e for e in errors if "looks toward" in str(e)]
+        raise facing[0] if facing else errors[0]
     return min(found)[2]
 
 
