@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 import numpy as np
 
-from . import bake, engine_process, formats, modal_ui, preferences
+from . import bake, character_session, engine_process, formats, modal_ui, preferences
 from .session import PROBES, GenerateError, GenerateRequest, GenerateSession
 
 if TYPE_CHECKING:
@@ -88,11 +88,12 @@ def problems(context: bpy.types.Context) -> list[str]:
     info = checkpoint_info(checkpoint_path(context))
     if isinstance(info, str):
         out.append(info)
-    elif obj is not None and obj.type == "MESH":
+    elif obj is not None and obj.type == "MESH" and not character_session.retargets(scene_of(context), obj, info):
         try:
             bake.check_topology(obj, info)
         except bake.TopologyError as exc:
             out.append(str(exc))
+    out += character_session.problems(scene_of(context), obj, info)  # any character: fit, shape keys
     if s.audio_source == "FILE":
         if not s.audio_path:
             out.append("Choose an audio file")
@@ -108,7 +109,7 @@ def problems(context: bpy.types.Context) -> list[str]:
     elif s.style_source == "FILE" and not os.path.isfile(bpy.path.abspath(s.style_path)):
         out.append("Style file not found")
     prefs = preferences.get_prefs(context)
-    if s.bake_mode == "CACHE":
+    if s.bake_mode == "CACHE" and not character_session.shape_target(scene_of(context)):
         cache_dir = getattr(prefs, "cache_dir", "//parley_cache") or "//parley_cache"
         if cache_dir.startswith("//") and not bpy.data.filepath:
             out.append("Save the .blend first (the mesh cache is written next to it)")
@@ -140,7 +141,7 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
     if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo):
         fps = info.fps
     style = style_file(context)
-    return GenerateRequest(
+    return character_session.wrap_request(context, GenerateRequest(
         object_name=obj.name, audio_path=audio, checkpoint=checkpoint_path(context),
         python=preferences.interpreter(prefs), engine_root=preferences.engine_root(),
         extra_paths=preferences.engine_paths(prefs), device=device.lower(), mode=s.bake_mode,
@@ -148,7 +149,7 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
         set_frame_range=bool(s.set_frame_range), set_scene_fps=s.fps_source == "CHECKPOINT",
         use_object_template=bool(s.use_object_template), style_path=style,
         cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
-        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else [])
+        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else []))
 
 
 def style_file(context: bpy.types.Context) -> str | None:
@@ -195,7 +196,8 @@ def user_message(exc: BaseException) -> str:
 
 def _report_result(op: bpy.types.Operator, r: bake.BakeResult) -> None:
     where = r.modifier or r.action or ""
-    op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}")
+    note = getattr(r, "note", "")  # any character: which retarget path, how many keys
+    op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}{note}")
 
 
 class PARLEY_OT_generate(bpy.types.Operator):
@@ -213,9 +215,17 @@ class PARLEY_OT_generate(bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type == "MESH" and hasattr(context.scene, "parley")
 
+    def new_session(self, context: bpy.types.Context) -> Any:
+        """The run behind this button (the Fit button subclasses this operator: same child
+        process, progress, Esc and cleanup)."""
+        return character_session.new_session(scene_of(context), request_from_context(context))
+
+    def report_done(self, result: Any) -> None:
+        _report_result(self, result)
+
     def execute(self, context: bpy.types.Context) -> set[Ret]:
         try:
-            session = GenerateSession(scene_of(context), request_from_context(context))
+            session = self.new_session(context)
             _ACTIVE.add(session)
             try:
                 result = session.run()
@@ -224,7 +234,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
         except USER_ERRORS as exc:
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
-        _report_result(self, result)
+        self.report_done(result)
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
@@ -236,7 +246,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
         session: GenerateSession | None = None
         ui = modal_ui.ModalUI("Parley")
         try:
-            session = GenerateSession(scene_of(context), request_from_context(context))
+            session = self.new_session(context)
             session.start()
             ui.begin(context)
         except Exception as exc:  # before modal_handler_add: clean up and report, never raise
@@ -279,7 +289,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
             self._stop(context, cancel_engine=True)
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
-        _report_result(self, result)
+        self.report_done(result)
         return {"FINISHED"}
 
     def cancel(self, context: bpy.types.Context) -> None:  # window closed / another file loaded

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, formats, modal_ui, operators, preferences
+from . import bake, character_panel, formats, modal_ui, operators, preferences
 from .session import PROBES
 
 
@@ -46,6 +46,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         col.label(text=f"Target: {obj.name if obj else '-'}"
                        + (f" ({len(mesh.vertices):,} vertices)" if isinstance(mesh, bpy.types.Mesh) else ""),
                   icon="MESH_DATA")
+        character_panel.draw(col, context)  # any character: target, Fit, landmarks, curves
         col.prop(s, "audio_source")
         if s.audio_source == "FILE":
             col.prop(s, "audio_path", text="")
