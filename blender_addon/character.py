@@ -132,7 +132,7 @@ class FitState:
 
 def fit_state(obj: bpy.types.Object | None, template_fingerprint: str | None = None) -> FitState:
     """Is there a fit for this mesh (and this checkpoint's template)?"""
-    if obj is None or obj.type != "MESH" or FIT_PROP not in obj:
+    if obj is None or obj.type != "MESH" or obj.get(FIT_PROP) is None:
         return FitState("none", "Not fitted yet: click Fit")
     info = json.loads(str(obj.get(FIT_INFO_PROP, "{}")))
     if obj.get(FIT_MESH_PROP) != fingerprint(obj):
@@ -155,7 +155,7 @@ def store_fit(obj: bpy.types.Object, fit_bytes: bytes, mesh_fp: str) -> cf.FitSu
 
 def clear_fit(obj: bpy.types.Object) -> None:
     for k in (FIT_PROP, FIT_MESH_PROP, FIT_INFO_PROP):
-        if k in obj:
+        if obj.get(k) is not None:
             del obj[k]
 
 
@@ -166,7 +166,7 @@ def write_fit(obj: bpy.types.Object, path: str) -> None:
 
 # ------------------------------------------------------------------------------ landmarks
 def assigned_landmarks(obj: bpy.types.Object | None) -> dict[str, int]:
-    if obj is None or LANDMARKS_PROP not in obj:
+    if obj is None or obj.get(LANDMARKS_PROP) is None:
         return {}
     return {str(k): int(v) for k, v in obj[LANDMARKS_PROP].items() if k in cf.LANDMARKS}
 
@@ -179,7 +179,7 @@ def set_landmark(obj: bpy.types.Object, name: str, index: int | None) -> None:
         lms[name] = int(index)
     if lms:
         obj[LANDMARKS_PROP] = lms
-    elif LANDMARKS_PROP in obj:
+    elif obj.get(LANDMARKS_PROP) is not None:
         del obj[LANDMARKS_PROP]
 
 
@@ -227,7 +227,7 @@ def landmark_points(obj: bpy.types.Object) -> dict[str, tuple[np.ndarray, str]]:
     picked = assigned_landmarks(obj)
     co = rest_vertices(obj)
     out: dict[str, tuple[np.ndarray, str]] = {n: (co[i], "picked") for n, i in picked.items() if i < len(co)}
-    if FIT_PROP in obj:
+    if obj.get(FIT_PROP) is not None:
         s = cf.read_fit_summary(bytes(obj[FIT_PROP]))
         for n, p in zip(s.landmark_names, s.landmarks):
             out.setdefault(n, (p, "fit"))

@@ -26,11 +26,12 @@ def draw(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     box = layout.box()
     tfp = getattr(info, "fingerprint", None)
     st = character.fit_state(obj, tfp)
-    icon = {"valid": "CHECKMARK", "stale": "ERROR", "none": "INFO"}[st.status]
     if s.target == "SHAPEKEYS" and st.status == "none":
         box.label(text="No fit: keys with ARKit/VRM/Rhubarb names are driven by name", icon="INFO")
+    elif st.status == "valid":
+        box.label(text=st.message, icon="CHECKMARK")
     else:
-        box.label(text=st.message, icon=icon)
+        box.label(text=st.message, icon="ERROR" if st.status == "stale" else "INFO")
     row = box.row(align=True)
     row.scale_y = 1.2
     row.operator("parley.fit", text="Fit Again" if st.status == "valid" else "Fit", icon="MOD_SHRINKWRAP")
