@@ -2,28 +2,34 @@
 
 How (all in the canonical frame: Z up, face toward -Y, see :mod:`engine.retarget.meshin`):
 
-1. **Symmetry plane.** Area-uniform surface samples are mirrored across vertical planes at
-   every 6 degrees (then refined to 1.5) of azimuth (and a few offsets); the plane whose mirror image lies closest to
-   the surface (median nearest-sample distance) is the face's mid-sagittal plane.
+1. **Symmetry plane** (:func:`find_face`).  Area-uniform surface samples are mirrored across
+   vertical planes every 6 degrees of azimuth (refined to 1.5) and a few offsets; the plane
+   whose mirror image lies closest to the surface (median nearest-sample distance) is the
+   mid-sagittal plane.
 2. **Facing.** Of the two horizontal directions in that plane, the face is the side whose
-   mid-line profile has the sharpest protrusion (the nose) above a smooth hull; the other side
-   is the back of the skull.
-3. **Mid-line profile.** Samples within 2% of the head height of the plane are binned by height;
-   the front-most point per bin is the profile.  Nose tip = most protruding point in the middle
-   band; below it the profile alternates recesses and protrusions: upper lip, (stomion),
-   lower lip, chin.  The stomion (mouth centre) is the deepest recess between the lips.
-4. **Mouth corners.** Profiles of thin vertical slices walk outward from the mid-line along
-   the lip line; the mouth corner is where the groove between the lips fades (< 25% of its
-   depth at the centre).
+   mid-line profile has the sharpest protrusion (the nose) above a smoothed profile; it must
+   protrude at least twice as much as the other side (the back of the skull), the shape must be
+   mirror-symmetric, and taller than wide -- a cube or a head lying on its side is no face.
+   Nose tip = the most protruding mid-line point in the middle band.
+3. **Mouth** (:func:`refine_mouth`), searched near where a coarse fit of the template put it:
+   densely re-sampled mid-line profile; the stomion is the strongest concave kink (or the gap
+   of an open mouth) within 40% of a mouth half-width, the lips the most protruding points
+   just above and below it.
+4. **Mouth corners.** Profiles of thin vertical slices walk outward along the lip line; the
+   corner is where the groove between the lips fades (< 25% of its depth at the centre).
 
-Robustness (measured on the test characters in ``training/characters.py``; see the README):
-works on human-like heads with or without neck, mouth interior, teeth, eyes, any vertex
-density, lips closed or a few mm apart, exaggerated lips/jaw.  It fails (and says so, asking
-for a landmarks file) on non-human proportions (no nose above two lip bulges above a chin), on
-heads turned more than ~35 degrees from the expected facing, and on meshes that are not heads.
+Why not a 2-D face-landmark model on a rendering: the offline mediapipe face mesh
+(``mediapipe==0.10.14``) would add jax, OpenCV and protobuf to the engine's dependencies; the
+geometric cues need none and are exact on meshes (no rendering, no camera).  Robustness
+(measured on the test characters of ``training/characters.py``; README): human-like heads with
+or without neck, mouth interior, teeth, eyes, any vertex density, lips closed or ~5 mm apart,
+exaggerated lips and jaw, facing up to ~35 degrees off the expected front.  It fails (and says
+so, asking for a landmarks file) on non-human proportions, on heads turned further, and on
+meshes that are not heads.
 
 The override is a JSON object ``{"nose_tip": 123, "mouth_corner_l": 456, ...}`` of named
-landmarks -> vertex indices of the user's mesh (all of :data:`REQUIRED` must be present).
+landmarks -> vertex indices of the user's mesh (all of :data:`REQUIRED` must be present;
+``mouth_corner_l`` is the character's left, +X in Blender's front view).
 """
 from __future__ import annotations
 

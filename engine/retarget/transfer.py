@@ -15,11 +15,14 @@ tell them apart; speech can: a gate ``kappa(t)`` is 1 when the template's inner-
 below the closure threshold (as :func:`engine.metrics.bilabial_closure_rate` counts it) *and*
 the mouth opens within +-0.3 s (the closure is part of speech), 0 otherwise.  Where the gate is
 on, each of the character's own contact pairs ``(u_i, l_i)`` is moved so its gap becomes the
-template's gap scaled, ``g_i(t) = s_i R G_j(t)``::
+template's gap scaled by the ratio of the two faces' closure thresholds (0.5% of each face's
+bounding-box diagonal, as :func:`engine.metrics.default_closure_threshold`), ``g_i(t) = s_f R G_j(t)``::
 
-    c_i(t) = kappa(t) * ((x_ui + d_ui) - (x_li + d_li) - s_i R G_j(t))          (2)
+    c_i(t) = g_now - blend(g_now, s_f R G_j(t), kappa(t)),   g_now = (x_ui + d_ui) - (x_li + d_li)   (2)
 
-the upper lip taking 35% of the correction and the lower lip 65% (as the SynthTalk rig's
+``blend`` mixes the two gap vectors linearly but rescales the mix to the linear mix of their
+lengths (so a half-on gate never closes the lips further than either end would); the
+upper lip takes 35% of the correction and the lower lip 65% (as the SynthTalk rig's
 ``lips_close``), spread over each lip with a Gaussian falloff from its row.  In silence the gate
 is off, so the character's rest pose (lips apart, pressed or anything) is untouched.
 """
@@ -45,9 +48,9 @@ def _smoothstep(x: np.ndarray, a: float, b: float) -> np.ndarray:
 
 def contact_gate(template_gap: np.ndarray, threshold: float, fps: float, window_s: float = 0.3) -> np.ndarray:
     """``kappa(t)`` of eq. (2): lips in contact (gap below ``threshold``, fully on below it, off
-    at 1.5x) during speech (the gap exceeds 2x the threshold somewhere within +-``window_s``)."""
+    at 1.2x) during speech (the gap exceeds 2x the threshold somewhere within +-``window_s``)."""
     g = np.asarray(template_gap, np.float64)
-    closed = 1.0 - _smoothstep(g, threshold, 1.5 * threshold)
+    closed = 1.0 - _smoothstep(g, threshold, 1.2 * threshold)
     size = 2 * int(round(window_s * fps)) + 1
     opened = maximum_filter1d(g, size=size, mode="nearest")
     active = _smoothstep(opened, 1.5 * threshold, 3.0 * threshold)
@@ -68,8 +71,9 @@ class Transfer:
         tf = topology.faces[fit.c2t_face]                        # (H, 3)
         s = float(fit.scale)
         coef = fit.c2t_bary * (fit.weight * fit.local_scale * s)[:, None]
-        rows = np.repeat(np.arange(len(head)), 3)
-        self.M = sp.csr_matrix((coef.reshape(-1).astype(np.float32), (rows, tf.reshape(-1))), shape=(len(head), S))
+        rows = np.repeat(head, 3)       # rows of vertices outside the head stay empty: they never move
+        self.M = sp.csr_matrix((coef.reshape(-1).astype(np.float32), (rows, tf.reshape(-1))),
+                               shape=(len(user_vertices), S))
         self.R = np.asarray(fit.rotation, np.float32)
         self.head = head
         m = topology.masks
@@ -80,9 +84,11 @@ class Transfer:
         self.up_c, self.lo_c = fit.lip_upper, fit.lip_lower
         pos_in_head = -np.ones(len(user_vertices), np.int64)
         pos_in_head[head] = np.arange(len(head))
-        row_scale = np.zeros(len(self.up_c))
-        for i, (u, lo) in enumerate(zip(self.up_c, self.lo_c)):
-            row_scale[i] = s  # global scale: the closure threshold scales with the whole face
+        # contact gaps scale with the face: closed on the template (gap below 0.5% of its face
+        # diagonal) <=> closed on the character (below 0.5% of the character's face diagonal)
+        face_c = head[fit.weight > 0.5]
+        thr_c = default_closure_threshold(self.user, face_c) if len(face_c) else s * self.threshold
+        row_scale = np.full(len(self.up_c), thr_c / self.threshold)
         self.row_scale = row_scale.astype(np.float32)
         hw = float(fit.meta.get("mouth_halfwidth", 0.0)) or 0.5 * float(np.ptp(self.user[self.up_c][:, 0]))
         sigma = 0.35 * max(hw, 1e-12)
@@ -105,13 +111,17 @@ class Transfer:
                 r.append(h)
                 cidx.append(i)
                 val.append(1.0 / counts[h])
-            mats.append(sp.csr_matrix((np.asarray(val, np.float32), (np.asarray(r), np.asarray(cidx))),
-                                      shape=(len(head), len(rows_c))))
+            mats.append(sp.csr_matrix((np.asarray(val, np.float32), (head[np.asarray(r)], np.asarray(cidx))),
+                                      shape=(len(user_vertices), len(rows_c))))
         self.W_up, self.W_lo = mats
 
     def template_gap(self, frames: np.ndarray) -> np.ndarray:
+        """The template's inner-lip gap per frame (engine.metrics definition), reading only the rows."""
         from engine.metrics import inner_lip_gap
-        return inner_lip_gap(frames, self.up_t, self.lo_t)
+        F = np.asarray(frames)
+        rows = np.concatenate([self.up_t, self.lo_t])
+        n = len(self.up_t)
+        return inner_lip_gap(F[:, rows], np.arange(n), np.arange(n, 2 * n))
 
     def frames(self, frames: np.ndarray, fps: float, chunk: int = 256, contact: bool = True) -> Iterator[np.ndarray]:
         """Yield the character's vertex positions ``(c, N, 3)`` float32, ``chunk`` frames at a time,
@@ -123,30 +133,36 @@ class Transfer:
             yield self._chunk(F[t0:t0 + chunk], kappa[t0:t0 + chunk])
 
     def displacements(self, frames: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-        """``(c, H, 3)`` head-vertex displacements (eq. 1 + 2) in the file's axes and units."""
-        F = np.asarray(frames, np.float32)
-        c = len(F)
-        D = (F - self.rest_t[None]).transpose(1, 0, 2).reshape(len(self.rest_t), c * 3)
-        d = np.asarray(self.M @ D).reshape(len(self.head), c, 3).transpose(1, 0, 2) @ self.R.T   # (c, H, 3)
-        if np.any(kappa > 0):
-            G = (F[:, self.up_t[self.pair_t]] - F[:, self.lo_t[self.pair_t]]) @ self.R.T * self.row_scale[None, :, None]     # (c, P, 3)
-            hu = self._rows_in_head(self.up_c)
-            hl = self._rows_in_head(self.lo_c)
-            gap_now = (self.user[self.up_c] + d[:, hu]) - (self.user[self.lo_c] + d[:, hl])
-            corr = kappa[:, None, None].astype(np.float32) * (gap_now - G)                          # (c, P, 3)
-            for k in range(c):
-                if kappa[k] > 0:
-                    d[k] += -(1.0 - LOWER_LIP_SHARE) * (self.W_up @ corr[k]) + LOWER_LIP_SHARE * (self.W_lo @ corr[k])
-        return d
-
-    def _rows_in_head(self, rows: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "_pos"):
-            pos = -np.ones(len(self.user), np.int64)
-            pos[self.head] = np.arange(len(self.head))
-            self._pos = pos
-        return self._pos[rows]
+        """``(c, N, 3)`` displacements of every character vertex (eq. 1 + 2), file axes and units
+        (zero outside the head)."""
+        return self._chunk(frames, kappa) - self.user[None]
 
     def _chunk(self, F: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-        out = np.broadcast_to(self.user, (len(F),) + self.user.shape).copy()
-        out[:, self.head] += self.displacements(F, kappa)
+        F = np.asarray(F, np.float32)
+        c, S = len(F), len(self.rest_t)
+        # rotate on the (small) template side, as one (c*S, 3) @ (3, 3) GEMM
+        Fr = ((F - self.rest_t[None]).reshape(-1, 3) @ self.R.T).reshape(c, S, 3)
+        out = np.empty((c, len(self.user), 3), np.float32)
+        need = kappa > 0
+        if np.any(need):
+            Gall = F[:, self.up_t] - F[:, self.lo_t]                                    # (c, P_t, 3)
+            G = Gall[:, self.pair_t] @ self.R.T * self.row_scale[None, :, None]
+            # the character has its own (often fewer) pairs: rescale so the median gap over its
+            # pairs equals the template's median over all of its pairs (the metric's statistic)
+            med_all = np.median(np.linalg.norm(Gall, axis=2), axis=1)
+            med_sub = np.median(np.linalg.norm(Gall[:, self.pair_t], axis=2), axis=1)
+            G *= (med_all / np.maximum(med_sub, 1e-12))[:, None, None]
+        for k in range(c):                       # per frame: (N, S) sparse @ (S, 3), no transposed copies
+            d = self.M @ Fr[k]
+            if need[k]:
+                gap_now = (self.user[self.up_c] + d[self.up_c]) - (self.user[self.lo_c] + d[self.lo_c])
+                kk = np.float32(kappa[k])
+                # blend the gap vectors but their lengths linearly, so a half-on gate never closes
+                # lips further than either end (the vectors can point differently when pressed)
+                mix = (1 - kk) * gap_now + kk * G[k]
+                length = (1 - kk) * np.linalg.norm(gap_now, axis=1) + kk * np.linalg.norm(G[k], axis=1)
+                mix *= (length / np.maximum(np.linalg.norm(mix, axis=1), 1e-12))[:, None]
+                corr = gap_now - mix
+                d += (-(1.0 - LOWER_LIP_SHARE)) * (self.W_up @ corr) + LOWER_LIP_SHARE * (self.W_lo @ corr)
+            np.add(self.user, d, out=out[k])
         return out
