@@ -3,7 +3,10 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 VENV5   := .venv-bpy5
-APT_PKGS := espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite ffmpeg sox
+# blender (Debian: 3.4.1) + xvfb run the add-on's real-window and `blender -b` tests; python3-numpy and
+# python3-pip because Debian's Blender uses the system Python (the add-on needs numpy, its installer pip)
+APT_PKGS := espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite ffmpeg sox \
+            blender xvfb python3-numpy python3-pip
 SUDO    := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
 .PHONY: install sysdeps demo test test-fast bench data default-model addon clean
@@ -26,11 +29,12 @@ $(VENV5)/.installed:
 	touch $@
 
 sysdeps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v festival >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v festival >/dev/null || ! command -v ffmpeg >/dev/null \
+	  || ! command -v blender >/dev/null || ! command -v xvfb-run >/dev/null || ! /usr/bin/python3 -c "import numpy" 2>/dev/null; then \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PKGS); fi
 
 test: install sysdeps
-	$(BIN)/python -m pytest -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15   # loadgroup: one Blender window session, not one per worker
 
 demo: install sysdeps
 	$(BIN)/python -m training.demo --out out/demo

@@ -21,15 +21,17 @@ bl_info = {  # legacy add-on metadata (Blender 3.x, or installing from a folder)
 import bpy
 from bpy.app.handlers import persistent
 
-from . import character_ops, character_props, head, installer, modal_ui, operators, panel, preferences, properties
+from . import (character_ops, character_props, head, installer, modal_ui, operators, operators_strips, panel,
+               preferences, properties)
 
 _CLASSES = (*preferences.classes, *properties.classes, *character_props.classes, *operators.classes,
-            *character_ops.classes, *installer.classes, *head.classes, *panel.classes)
+            *operators_strips.classes, *character_ops.classes, *installer.classes, *head.classes, *panel.classes)
 
 
 def stop_everything() -> None:
     """Kill engine and pip children and remove every timer/status text of a running operator."""
     operators.kill_all()
+    operators_strips.kill_all()
     installer.kill_all()
     modal_ui.end_all()
 

@@ -6,6 +6,12 @@
 
     python blender_addon/batch.py --scene scene.blend | --mesh head.obj  … (bpy module)
 
+    blender -b dialogue.blend --python-exit-code 1 -P blender_addon/batch.py -- --from-strips \
+        [--strip-rule prefix|channel|table] [--map KEY=OBJECT …] [--selected-strips] --out baked.blend
+
+``--from-strips`` bakes every sound strip of the scene onto its character (the panel's
+*Generate for All Strips*; see ``strips.py`` for the rules) and saves one .blend.
+
 Synchronous on purpose: in background mode modal operators and timers never run, so this
 drives :class:`session.GenerateSession` directly (the same code as the Generate button).
 One clip → ``--out`` is the .blend written. Several clips → each clip is baked onto a fresh
@@ -28,7 +34,7 @@ from types import ModuleType
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif")
 
 
-def _addon_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+def _addon_modules() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     """Import this add-on's modules whatever the package is called ('blender_addon' in the
     repository, the extension id once installed) — this file is run as a plain script."""
     pkg_dir = Path(__file__).resolve().parent
@@ -39,7 +45,7 @@ def _addon_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
         sys.path.insert(0, str(pkg_dir.parent))
     name = pkg_dir.name
     return (importlib.import_module(f"{name}.session"), importlib.import_module(f"{name}.bake"),
-            importlib.import_module(f"{name}.engine_process"))
+            importlib.import_module(f"{name}.engine_process"), importlib.import_module(f"{name}.strips"))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -67,6 +73,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--engine-script", default="",
                    help="run this script instead of 'python -m engine' (a custom engine build, tests)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per clip before giving up")
+    p.add_argument("--from-strips", action="store_true",
+                   help="bake every sound strip of the scene onto its character (one .blend out)")
+    p.add_argument("--strip-rule", choices=["prefix", "channel", "table"], default="prefix",
+                   help="--from-strips: how a strip finds its character (see strips.py)")
+    p.add_argument("--map", action="append", default=[], metavar="KEY=OBJECT",
+                   help="--from-strips: a row of the character table (prefix, channel or strip name)")
+    p.add_argument("--selected-strips", action="store_true", help="--from-strips: selected strips only")
     return p.parse_args(list(argv))
 
 
@@ -136,9 +149,11 @@ def find_object(name: str | None) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    session_mod, bake_mod, engine_process = _addon_modules()
+    session_mod, bake_mod, engine_process, strips_mod = _addon_modules()
     import bpy
 
+    if args.from_strips:
+        return from_strips(args, session_mod, strips_mod, engine_process)
     clips = collect_audio(args)
     source_blend = bpy.data.filepath
     if not source_blend:
@@ -191,6 +206,67 @@ def main(argv: Sequence[str]) -> int:
             _fail(f"{clip}: {exc}", 1)
     if failures:
         return _fail(f"{failures} of {len(clips)} clip(s) failed", 1)
+    return 0
+
+
+def from_strips(args: argparse.Namespace, session_mod: ModuleType, strips_mod: ModuleType,
+                engine_process: ModuleType) -> int:
+    """Every sound strip of the loaded scene → its character; saves one .blend (``--out``)."""
+    import bpy
+
+    if not bpy.data.filepath:
+        if not args.scene or not os.path.isfile(args.scene):
+            return _fail("--from-strips needs a .blend: blender -b scene.blend … or --scene", 2)
+        bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.scene))
+    table = {}
+    for item in args.map:
+        key, sep, obj = item.partition("=")
+        if not sep or not key or not obj:
+            return _fail(f"--map {item!r}: use KEY=OBJECT", 2)
+        table[key] = obj
+    out = os.path.abspath(args.out)
+    tmp_out = out[:-6] + ".parley-tmp.blend" if out.endswith(".blend") else out + ".parley-tmp.blend"
+    scene = bpy.context.scene
+    plan = strips_mod.plan(scene, args.strip_rule.upper(), table, args.selected_strips)
+    for why in plan.skipped:
+        print(f"parley: skipped {why}", flush=True)
+    if not plan.lines:
+        return _fail("no sound strip has a character (check --strip-rule / --map)", 1)
+    engine_root = engine_process.find_engine_root(Path(__file__).resolve().parent)
+    entry = (os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine")
+
+    def make_request(line: object) -> object:
+        return session_mod.GenerateRequest(
+            object_name=line.object_name, audio_path=line.audio, checkpoint=args.checkpoint,  # type: ignore[attr-defined]
+            python=args.python, engine_root=engine_root, device=args.device,
+            mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=line.start_frame,  # type: ignore[attr-defined]
+            fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=False,
+            use_object_template=not args.no_template, clip=line.strip, engine_entry=entry)  # type: ignore[attr-defined]
+
+    t0 = time.perf_counter()
+    n = len(plan.lines)
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=tmp_out, check_existing=False)  # '//parley_cache' next to --out
+        run = strips_mod.StripsRun(scene, plan.lines, make_request)
+        run.prepare_all()
+
+        def on_line(i: int, line: object) -> None:
+            print(f"parley: [{i}/{n}] {line.strip} -> {line.object_name} at frame {line.start_frame}: "  # type: ignore[attr-defined]
+                  f"generated ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+        for r in run.run(on_line=on_line):
+            print(f"parley: baked {r.clip}: frames {r.start_frame}-{r.end_frame} ({r.mode.lower()})", flush=True)
+        bpy.ops.wm.save_mainfile()
+        if os.path.exists(tmp_out + "1"):
+            os.unlink(tmp_out + "1")
+        os.replace(tmp_out, out)
+    except Exception as exc:
+        for leftover in (tmp_out, tmp_out + "1"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        return _fail(str(exc), 1)
+    print(f"parley: {n} line(s) baked -> {out}", flush=True)
     return 0
 
 

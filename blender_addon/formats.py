@@ -147,3 +147,14 @@ def write_template_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> No
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_pc2(path: str, frames: np.ndarray, fps: float = 30.0) -> None:
+    """(T,V,3) frames → a PC2 file (written to a temporary name, then renamed)."""
+    frames = np.ascontiguousarray(frames, dtype="<f4")
+    t, v, _ = frames.shape
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(PC2_HEADER.pack(PC2_MAGIC, 1, v, 0.0, 1.0 / float(fps), t))
+        fh.write(frames.tobytes())
+    os.replace(tmp, path)

@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from . import bake, character_session, engine_process, formats, modal_ui, preferences
-from .session import PROBES, GenerateError, GenerateRequest, GenerateSession
+from .session import GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems as Ret
@@ -54,6 +54,10 @@ def checkpoint_path(context: bpy.types.Context) -> str | None:
     s = _settings(context)
     if s.checkpoint_source == "FILE":
         return bpy.path.abspath(s.checkpoint_path) if s.checkpoint_path else None
+    if s.checkpoint_source == "SHIPPED":
+        from . import checkpoints
+
+        return checkpoints.path_of(s.shipped_checkpoint)
     from .session import default_checkpoint
 
     return default_checkpoint(preferences.engine_root())
@@ -123,7 +127,6 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
         raise GenerateError(issues[0])
     s = _settings(context)
     scene = scene_of(context)
-    prefs = preferences.get_prefs(context)
     obj = context.active_object
     assert obj is not None
     start = int(s.start_frame)
@@ -135,21 +138,27 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
         add_strip = False  # the sound is already in the sequencer
     else:
         audio = bpy.path.abspath(s.audio_path)
-    device = s.device if s.device != "PREFS" else getattr(prefs, "default_device", "AUTO")
-    info = checkpoint_info(checkpoint_path(context))
-    fps = None
-    if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo):
-        fps = info.fps
     style = style_file(context)
     return character_session.wrap_request(context, GenerateRequest(
-        object_name=obj.name, audio_path=audio, checkpoint=checkpoint_path(context),
-        python=preferences.interpreter(prefs), engine_root=preferences.engine_root(),
-        extra_paths=preferences.engine_paths(prefs), device=device.lower(), mode=s.bake_mode,
-        start_frame=start, fps=fps, relative_keys=bool(s.relative_keys), add_sound_strip=add_strip,
-        set_frame_range=bool(s.set_frame_range), set_scene_fps=s.fps_source == "CHECKPOINT",
-        use_object_template=bool(s.use_object_template), style_path=style,
-        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
-        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else []))
+        object_name=obj.name, audio_path=audio, start_frame=start, add_sound_strip=add_strip,
+        set_frame_range=bool(s.set_frame_range), style_path=style,
+        temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else [],
+        **shared_request_settings(context)))
+
+
+def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
+    """The request fields every line shares (model, engine, device, bake mode, fps, cache)."""
+    s = _settings(context)
+    prefs = preferences.get_prefs(context)
+    device = s.device if s.device != "PREFS" else getattr(prefs, "default_device", "AUTO")
+    info = checkpoint_info(checkpoint_path(context))
+    fps = info.fps if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo) else None
+    return dict(
+        checkpoint=checkpoint_path(context), python=preferences.interpreter(prefs),
+        engine_root=preferences.engine_root(), extra_paths=preferences.engine_paths(prefs),
+        device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
+        set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
+        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache")
 
 
 def style_file(context: bpy.types.Context) -> str | None:
@@ -216,7 +225,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
         return obj is not None and obj.type == "MESH" and hasattr(context.scene, "parley")
 
     def new_session(self, context: bpy.types.Context) -> Any:
-        """The run behind this button (the Fit button subclasses this operator: same child
+        """The run behind this button (the Fit button borrows this operator's methods: same child
         process, progress, Esc and cleanup)."""
         return character_session.new_session(scene_of(context), request_from_context(context))
 
@@ -240,7 +249,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        if _ACTIVE:
+        if _ACTIVE or modal_ui.current() is not None:
             self.report({"ERROR"}, "Parley is already generating: wait for it or press Esc")
             return {"CANCELLED"}
         session: GenerateSession | None = None
@@ -280,7 +289,8 @@ class PARLEY_OT_generate(bpy.types.Operator):
             if event.type != "TIMER":
                 return {"PASS_THROUGH"}
             st = session.poll()
-            ui.update(context, f"{st.stage} {int(round(st.fraction * 100))}%", st.fraction)
+            text, overall = describe_progress(st.stage, st.fraction)
+            ui.update(context, text, overall)
             if not st.finished:
                 return {"PASS_THROUGH"}
             self._stop(context, cancel_engine=False)

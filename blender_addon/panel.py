@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, character_panel, formats, modal_ui, operators, preferences
+from . import bake, character_panel, formats, modal_ui, operators, operators_strips, preferences
 from .session import PROBES
 
 
@@ -23,28 +23,33 @@ class PARLEY_PT_generate(bpy.types.Panel):
         mesh = obj.data if obj is not None else None
 
         box = layout.box()
-        box.prop(s, "checkpoint_source")
+        box.prop(s, "checkpoint_source", text="Model")
         if s.checkpoint_source == "FILE":
             box.prop(s, "checkpoint_path", text="")
+        elif s.checkpoint_source == "SHIPPED":
+            box.prop(s, "shipped_checkpoint", text="")
         info = operators.checkpoint_info(operators.checkpoint_path(context))
         if isinstance(info, formats.CheckpointInfo):
+            # short lines: the sidebar is narrow (fingerprints stay in the mismatch message)
             col = box.column(align=True)
-            col.label(text=info.summary(), icon="INFO")
-            if info.fingerprint:
-                col.label(text=f"Topology: {info.topology_name} {info.fingerprint}")
-            card = info.data_card
-            if card:
-                col.label(text="Data: " + ", ".join(f"{k}={v}" for k, v in list(card.items())[:3])[:100])
+            col.label(text=info.kind, icon="INFO")
+            v = "?" if info.num_vertices is None else f"{info.num_vertices:,}"
+            col.label(text=f"{v} vertices, {info.fps:g} fps", icon="BLANK1")
+            if info.topology_name:
+                col.label(text=f"Head: {info.topology_name}", icon="BLANK1")
+            trained = info.data_card.get("name") or info.data_card.get("dataset")
+            if trained:
+                col.label(text=f"Trained on: {trained}", icon="BLANK1")
         else:
-            for i, chunk in enumerate(_wrap(operators.short_paths(info), 44)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(info), 34)):
                 box.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         if obj is None or obj.type != "MESH":
             _draw_first_steps(layout)
 
         col = layout.column()
-        col.label(text=f"Target: {obj.name if obj else '-'}"
-                       + (f" ({len(mesh.vertices):,} vertices)" if isinstance(mesh, bpy.types.Mesh) else ""),
+        col.label(text=f"{obj.name if obj else 'No target'}"
+                       + (f": {len(mesh.vertices):,} vertices" if isinstance(mesh, bpy.types.Mesh) else ""),
                   icon="MESH_DATA")
         character_panel.draw(col, context)  # any character: target, Fit, landmarks, curves
         col.prop(s, "audio_source")
@@ -69,12 +74,13 @@ class PARLEY_PT_generate(bpy.types.Panel):
         elif probe.get("ok"):
             col.label(text=f"Detected: CPU{', CUDA' if probe.get('cuda') else ' (no CUDA)'}")
         else:
-            col.label(text=f"Engine not usable: {probe.get('error')}", icon="ERROR")
+            for i, chunk in enumerate(_wrap(f"Engine not usable: {probe.get('error')}", 34)):
+                col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         sub = col.row()
         sub.enabled = s.audio_source == "FILE"
         sub.prop(s, "start_frame")
-        col.prop(s, "fps_source")
+        col.prop(s, "fps_source", text="FPS")
         col.label(text=f"Scene: {bake.scene_fps(scene):g} fps")
         col.prop(s, "bake_mode", expand=True)
         if s.bake_mode == "SHAPEKEYS":
@@ -94,30 +100,79 @@ class PARLEY_PT_generate(bpy.types.Panel):
         row.enabled = not issues
         row.operator("parley.generate", icon="PLAY_SOUND")
         for msg in issues:
-            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 44)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 34)):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+
+
+class PARLEY_PT_dialogue(bpy.types.Panel):
+    """Dialogue scenes: the strip → character rule, its table, the resulting lines, one button."""
+
+    bl_label = "Dialogue: all sound strips"
+    bl_idname = "PARLEY_PT_dialogue"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Parley"
+    bl_parent_id = "PARLEY_PT_generate"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        assert layout is not None
+        s = getattr(operators.scene_of(context), "parley")  # noqa: B009
+        layout.prop(s, "strip_rule")
+        layout.prop(s, "strips_selected_only")
+        box = layout.box()
+        head = {"PREFIX": "Name prefix", "CHANNEL": "Channel", "TABLE": "Strip name"}[s.strip_rule]
+        row = box.row()
+        row.label(text=f"{head} -> character")
+        row.operator("parley.character_add", text="", icon="ADD")
+        row.operator("parley.character_remove", text="", icon="REMOVE")
+        for i, item in enumerate(s.characters):
+            row = box.row(align=True)
+            row.prop(item, "key", text="")
+            row.prop(item, "object", text="")
+            if i == s.characters_index:
+                row.label(text="", icon="RIGHTARROW_THIN")
+        if not len(s.characters) and s.strip_rule == "PREFIX":
+            box.label(text="Empty: Alice_hello is spoken by 'Alice'", icon="INFO")
+        plan = operators_strips.dialogue_plan(context)
+        col = layout.column(align=True)
+        col.label(text=f"{len(plan.lines)} line(s) to bake:")
+        for line in plan.lines[:8]:
+            col.label(text=f"{line.strip} @ {line.start_frame} -> {line.object_name}", icon="SPEAKER")
+        if len(plan.lines) > 8:
+            col.label(text=f"… and {len(plan.lines) - 8} more")
+        for why in plan.skipped[:4]:
+            for i, chunk in enumerate(_wrap(why, 34)):
+                col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
+        if modal_ui.current() is None:
+            row = layout.row()
+            row.scale_y = 1.4
+            row.enabled = bool(plan.lines)
+            row.operator("parley.generate_strips", icon="SEQUENCE")
 
 
 def _draw_first_steps(layout: bpy.types.UILayout) -> None:
     """Nothing to animate is selected: say what to do next, with the first button at hand."""
     box = layout.box()
     box.label(text="Get started:", icon="HELP")
-    box.label(text="1. Select your face mesh, or add the default head:")
+    box.label(text="1. Select your face mesh,")
+    box.label(text="    or add the default head:")
     box.operator("mesh.parley_head_add", icon="USER")
     box.label(text="2. Choose an audio file below")
-    box.label(text="3. Click Generate from Audio (Esc cancels)")
+    box.label(text="3. Click Generate from Audio")
 
 
 def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
     """The running job in place of the button: a progress bar (4.0+) or a label (3.x)."""
     box = layout.box()
-    box.scale_y = 1.3
-    text = f"{ui.title}: {ui.text}"
+    title = f"{ui.title}: {ui.percent}%"
     if hasattr(box, "progress"):
-        box.progress(factor=ui.fraction, type="BAR", text=text)
+        box.progress(factor=ui.fraction, type="BAR", text=title)
     else:
-        box.label(text=text, icon="SORTTIME")
-    box.label(text="Press Esc to cancel (nothing is changed)", icon="CANCEL")
+        box.label(text=title, icon="SORTTIME")
+    for chunk in _wrap(ui.text, 34):
+        box.label(text=chunk, icon="BLANK1")
+    box.label(text="Esc cancels", icon="CANCEL")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -133,4 +188,4 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines or [""]
 
 
-classes = (PARLEY_PT_generate,)
+classes = (PARLEY_PT_generate, PARLEY_PT_dialogue)

@@ -6,6 +6,7 @@ from typing import Any
 import bpy
 from bpy.props import (
     BoolProperty,
+    CollectionProperty,
     EnumProperty,
     IntProperty,
     PointerProperty,
@@ -17,12 +18,35 @@ def _is_mesh(_self: object, obj: bpy.types.Object) -> bool:
     return obj.type == "MESH"
 
 
+_SHIPPED_ITEMS: list[tuple[str, str, str]] = []  # Blender needs the item strings kept alive
+
+
+def _shipped_items(_self: object, _context: object) -> list[tuple[str, str, str]]:
+    """The engine's shipped checkpoints (``engine/assets/*.safetensors``), named from their
+    headers (read without torch)."""
+    from . import checkpoints
+
+    _SHIPPED_ITEMS[:] = [(c.file, c.label, c.description) for c in checkpoints.shipped()] or \
+        [("", "(no shipped model found)", "engine/assets holds no .safetensors file")]
+    return _SHIPPED_ITEMS
+
+
+class ParleyCharacter(bpy.types.PropertyGroup):
+    """One row of the dialogue table: a strip-name prefix, channel number or strip name → mesh."""
+
+    key: StringProperty(name="Key", description="Strip-name prefix, channel number or strip name (see Rule)",  # type: ignore[valid-type]
+                        default="")
+    object: PointerProperty(name="Character", type=bpy.types.Object, poll=_is_mesh)  # type: ignore[valid-type]
+
+
 class ParleySettings(bpy.types.PropertyGroup):
     checkpoint_source: EnumProperty(  # type: ignore[valid-type]
         name="Checkpoint",
         items=[("DEFAULT", "Bundled default", "The model shipped with the add-on"),
+               ("SHIPPED", "Shipped model", "One of the models shipped in the engine's assets folder"),
                ("FILE", "File", "A .safetensors checkpoint")],
         default="DEFAULT")
+    shipped_checkpoint: EnumProperty(name="Model", items=_shipped_items)  # type: ignore[valid-type]
     checkpoint_path: StringProperty(name="Checkpoint file", subtype="FILE_PATH", default="")  # type: ignore[valid-type]
     audio_source: EnumProperty(  # type: ignore[valid-type]
         name="Audio",
@@ -62,13 +86,23 @@ class ParleySettings(bpy.types.PropertyGroup):
                     "playback slows down with clip length", default=False)
     add_sound_strip: BoolProperty(name="Add sound strip", default=True)  # type: ignore[valid-type]
     set_frame_range: BoolProperty(name="Set scene frame range", default=False)  # type: ignore[valid-type]
+    strip_rule: EnumProperty(  # type: ignore[valid-type]
+        name="Rule",
+        items=[("PREFIX", "Name prefix", "The strip's name starts with the key (empty table: the text before "
+                "the first '_' is the object's name, e.g. Alice_hello -> Alice)"),
+               ("CHANNEL", "Channel", "The key is the strip's sequencer channel number"),
+               ("TABLE", "Strip name", "The key is the strip's exact name")],
+        default="PREFIX")
+    strips_selected_only: BoolProperty(name="Selected strips only", default=False)  # type: ignore[valid-type]
+    characters: CollectionProperty(type=ParleyCharacter)  # type: ignore[valid-type]
+    characters_index: IntProperty(default=0)  # type: ignore[valid-type]
     use_object_template: BoolProperty(  # type: ignore[valid-type]
         name="Use object's face shape",
         description="Send the object's rest shape to the engine as the template (animate this identity)",
         default=True)
 
 
-classes = (ParleySettings,)
+classes = (ParleyCharacter, ParleySettings)
 
 
 def register_props() -> None:

@@ -65,6 +65,22 @@ def default_checkpoint(engine_root: str | None) -> str | None:
     return p if os.path.isfile(p) else None
 
 
+# engine stages → (words for the status bar, share of the whole run) — the engine reports
+# per-stage fractions; the bar shows one number for the whole run
+STAGES: dict[str, tuple[str, float, float]] = {
+    "start": ("starting the engine", 0.0, 0.1), "encode": ("listening to the audio", 0.1, 0.6),
+    "decode": ("animating the face", 0.6, 0.9), "write": ("writing the animation", 0.9, 1.0),
+    "done": ("baking", 1.0, 1.0),
+}
+
+
+def describe_progress(stage: str, fraction: float) -> tuple[str, float]:
+    """(status text, overall fraction 0..1) for one engine progress state."""
+    words, lo, hi = STAGES.get(stage, (stage, 0.1, 0.9))
+    overall = lo + (hi - lo) * min(1.0, max(0.0, fraction))
+    return f"{words}… {int(round(overall * 100))}%", overall
+
+
 _MISSING = re.compile(r"No module named '?([A-Za-z0-9_.]+)'?")
 
 
@@ -186,6 +202,19 @@ class GenerateSession:
                 cache_dir=r.cache_dir)
             self.result = bake.bake(self.scene, obj, out, opts)
             return self.result
+        finally:
+            self.cleanup()
+
+    def take_output(self, dest: str) -> str:
+        """Move the finished engine output to ``dest`` (for a caller that bakes later, e.g. a
+        dialogue run merging lines) and clean up; raises GenerateError if the engine failed."""
+        assert self.job is not None, "start() first"
+        st = self.job.state
+        try:
+            if not st.ok:
+                raise GenerateError(explain_failure(st.message, self.req.python))
+            shutil.move(str(st.result.get("out") or self.out_path), dest)
+            return dest
         finally:
             self.cleanup()
 

@@ -27,7 +27,7 @@ EXPECTED_CHECKS = [
     "real_engine_bad_audio_unchanged", "cancel_kills_engine_and_leaves_scene_unchanged",
     "bake_failure_rolls_back", "topology_mismatch_refused", "request_from_panel_settings",
     "panel_and_preferences_draw", "batch_end_to_end",
-    "batch_from_installed_extension_with_scene",
+    "batch_from_installed_extension_with_scene", "parley_head_and_dialogue_strips",
 ]
 
 PYTHONS = {"4.5": ROOT / ".venv" / "bin" / "python", "5.0": ROOT / ".venv-bpy5" / "bin" / "python"}

@@ -70,3 +70,17 @@ def test_mypy_addon_against_fake_bpy() -> None:
                            str(ROOT / "blender_addon"), str(ROOT / "build_addon.py")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_legacy_zip_has_the_same_files_under_one_folder(built: Path, tmp_path: Path) -> None:
+    """Blender 3.x installs a zip holding one package folder whose __init__ has bl_info; the
+    legacy zip carries exactly the extension's files (minus the 4.2+ manifest)."""
+    legacy = build_addon.build_legacy(tmp_path / "out", tmp_path / "build")
+    assert legacy.name == built.name.replace(".zip", "-legacy.zip")
+    names = set(zipfile.ZipFile(legacy).namelist())
+    assert all(n.startswith("parley/") for n in names), sorted(names)[:5]
+    inner = {n.removeprefix("parley/") for n in names}
+    ext = set(zipfile.ZipFile(built).namelist()) - {"blender_manifest.toml"}
+    assert inner == {n for n in ext if not n.endswith("/")}, inner ^ ext
+    init = zipfile.ZipFile(legacy).read("parley/__init__.py").decode()
+    assert "bl_info = {" in init and '"blender": (3, 4, 0)' in init

@@ -34,7 +34,8 @@ INSTALL_HINT = ("the real-window add-on tests need Debian's Blender and Xvfb: "
 SCENARIOS = [
     "install_legacy_zip", "parley_head_upright", "click_bake_cache_undo_redo", "click_bake_shapekeys_undo_redo",
     "esc_mid_run_cancels", "load_blend_mid_run_cancels", "disable_addon_mid_run",
-    "engine_failures_report_cleanly", "preferences_buttons", "panel_draws_every_setting",
+    "engine_failures_report_cleanly", "preferences_buttons", "dialogue_all_strips",
+    "dialogue_esc_keeps_finished_lines", "shipped_checkpoint_dropdown", "panel_draws_every_setting",
 ]
 
 
@@ -93,6 +94,8 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         d.mkdir()
     _speak(work / "line5s.wav", "Hello there. This is a five second line of speech, spoken for the Parley test.")
     (work / "not_audio.wav").write_text("this is not audio\n")
+    for name, text in (("wav_a", "Hello Bob."), ("wav_b", "Hi Alice, how are you?"), ("wav_c", "Goodbye.")):
+        _speak(work / f"{name}.wav", text)
     _wheel(wheels, "parley-test-dep", "1.0")
     bare = work / "bare_python"  # an engine interpreter without the engine's dependencies
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
@@ -102,7 +105,8 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "python_without_torch": str(bare / "bin" / "python"),
         "fake_engine": str(BLENDER_DIR / "fake_engine.py"),
         "head_obj": str(ROOT / "engine" / "assets" / "default_head.obj"),
-        "wav_5s": str(work / "line5s.wav"), "bad_wav": str(work / "not_audio.wav"), "wheels": str(wheels),
+        "wav_5s": str(work / "line5s.wav"), "wav_a": str(work / "wav_a.wav"), "wav_b": str(work / "wav_b.wav"),
+        "wav_c": str(work / "wav_c.wav"), "bad_wav": str(work / "not_audio.wav"), "wheels": str(wheels),
         "timeout": 240, "only": os.environ.get("PARLEY_WINDOW_ONLY", "").split(",") if
         os.environ.get("PARLEY_WINDOW_ONLY") else None,
     }
@@ -139,6 +143,7 @@ def _result(run: dict[str, Any], name: str) -> dict[str, Any]:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_window_scenario(window_run: dict[str, Any], name: str) -> None:
     if window_run["cfg"]["only"] and name not in window_run["cfg"]["only"]:
@@ -152,6 +157,7 @@ def test_window_scenario(window_run: dict[str, Any], name: str) -> None:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 def test_window_blender_exits_cleanly(window_run: dict[str, Any]) -> None:
     """Blender quits by itself after the run (no timer or engine left to hang it) with status 0."""
     assert window_run["rc"] == 0, f"Blender exit status {window_run['rc']}:\n{window_run['log'][-4000:]}"
@@ -161,6 +167,7 @@ def test_window_blender_exits_cleanly(window_run: dict[str, Any]) -> None:
 
 @pytest.mark.blender
 @pytest.mark.slow
+@pytest.mark.xdist_group("blender_window")
 def test_window_screenshots(window_run: dict[str, Any]) -> None:
     """The screenshots exist and differ: before, mid-bake (progress) and after."""
     shots = window_run["shots"]

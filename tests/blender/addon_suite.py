@@ -119,6 +119,17 @@ def set_engine(kind: str, env: dict[str, str] | None = None) -> None:
         return req
 
     ops.request_from_context = patched
+    strips_ops = sub("operators_strips")
+    if not hasattr(strips_ops, "_orig_shared"):
+        strips_ops._orig_shared = strips_ops.shared_request_settings
+
+    def shared(context: Any) -> dict[str, Any]:
+        d = strips_ops._orig_shared(context)
+        if kind == "fake":
+            d["engine_entry"] = (FAKE_ENGINE,)
+        return d
+
+    strips_ops.shared_request_settings = shared
     for k in ("PARLEY_FAKE_FAIL", "PARLEY_FAKE_CRASH", "PARLEY_FAKE_SLEEP", "PARLEY_FAKE_PIDFILE"):
         os.environ.pop(k, None)
     os.environ.update(env or {})
@@ -605,6 +616,51 @@ def panel_and_preferences_draw() -> str:
     type(prefs).draw(Proxy(), bpy.context)
     expect("[parley.install_deps]" in log3 and "[parley.check_engine]" in log3, f"prefs: {log3}")
     return f"panel: {len(log)} labels; not ready: {[t for t in log2 if 'not found' in t]}"
+
+
+@check
+def parley_head_and_dialogue_strips() -> str:
+    """Add > Mesh > Parley Head twice, three sound strips, Generate for All Strips (execute path):
+    one animation per character, each line exact at its strip's frame (stand-in engine)."""
+    fresh_scene("dialogue")
+    if sub("head").head_paths() is None:
+        raise Fail("the bundled head is missing from the installed add-on")
+    for name, x in (("Alice", -0.15), ("Bob", 0.15)):
+        expect(bpy.ops.mesh.parley_head_add() == {"FINISHED"}, "parley_head_add failed")
+        obj = bpy.context.view_layer.objects.active
+        obj.name, obj.location.x = name, x
+        expect(tuple(obj.rotation_euler) == (0.0, 0.0, 0.0), "the head was rotated")
+    se = bpy.context.scene.sequence_editor_create()
+    coll = se.strips if hasattr(se, "strips") else se.sequences
+    lines = [("Alice_hello", CFG["wav_a"], 1, 1), ("Bob_reply", CFG["wav_b"], 80, 2), ("Alice_bye", CFG["wav_b"], 200, 1)]
+    for name, wav, frame, ch in lines:
+        coll.new_sound(name=name, filepath=wav, channel=ch, frame_start=frame)
+    set_engine("fake")
+    s = bpy.context.scene.parley
+    s.checkpoint_source, s.checkpoint_path, s.bake_mode, s.device = "FILE", CFG["checkpoint"], "CACHE", "CPU"
+    s.strip_rule = "PREFIX"
+    res, msg = set(bpy.ops.parley.generate_strips()), ""
+    expect(res == {"FINISHED"}, f"generate_strips: {res}")
+    sys.path.insert(0, HERE)
+    import fake_engine
+
+    out = []
+    for obj_name, start in (("Alice", 0), ("Bob", 79)):
+        obj = bpy.data.objects[obj_name]
+        mods = [(m.name, int(m.frame_start)) for m in obj.modifiers if m.type == "MESH_CACHE"]
+        expect(mods == [(f"Parley {obj_name}_dialogue", start)], f"{obj_name}: {mods}")
+        out.append(f"{obj_name}: {mods[0][0]} from frame {start}")
+    rest = np.empty(len(bpy.data.objects["Alice"].data.vertices) * 3, np.float32)
+    bpy.data.objects["Alice"].data.vertices.foreach_get("co", rest)
+    ref = fake_engine.fake_frames(rest.reshape(-1, 3), 20)
+    for obj_name, frame, t in (("Alice", 1, 0), ("Alice", 6, 5), ("Bob", 85, 5), ("Alice", 204, 4)):
+        bpy.context.scene.frame_set(frame)
+        err = float(np.abs(evaluated(bpy.data.objects[obj_name]) - ref[t]).max())
+        expect(err == 0.0, f"{obj_name} at frame {frame}: |blender - engine| = {err:g}")
+    bpy.context.scene.frame_set(150)  # between Alice's lines: her rest pose
+    expect(np.array_equal(evaluated(bpy.data.objects["Alice"]), rest.reshape(-1, 3)), "Alice not at rest")
+    bpy.context.scene.frame_set(1)
+    return "; ".join(out) + f"; {msg}"
 
 
 def _batch(script: str, args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -17,11 +17,8 @@ import sys
 import time
 
 import numpy as np
-import soundfile as sf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from engine.audio import num_frames
-from engine.exporters import write_pc2
 
 
 def emit(**kw: object) -> None:
@@ -58,6 +55,11 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", default="json")
     a = p.parse_args()
+    import soundfile as sf  # here, not at the top: tests import fake_frames where these are missing
+
+    from engine.audio import num_frames
+    from engine.exporters import write_pc2
+
     if os.environ.get("PARLEY_FAKE_PIDFILE"):
         with open(os.environ["PARLEY_FAKE_PIDFILE"], "w") as fh:
             fh.write(str(os.getpid()))

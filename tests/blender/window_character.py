@@ -1,9 +1,9 @@
 """"Any character" scenarios in a real Blender window (Debian's 3.4 under Xvfb), real clicks.
 
 Run by tests/test_addon_window_character.py as ``blender … --python window_character.py -- config
-results``. Importing :mod:`window_driver` starts its runner (install through Preferences, real
-clicks, Esc, reports, screenshots); this file only adds scenarios to it, so the rig is shared
-and the config's ``only`` list picks ``install_legacy_zip`` + the scenarios below:
+results``: the rig of the window suite (:mod:`window_rig`: install through Preferences, real clicks,
+Esc, reports, screenshots) with its ``install_legacy_zip`` scenario (:mod:`window_scenarios`) and
+the scenarios below (the config's ``only`` list picks them):
 
 * ``char_click_fit_undo`` -- a character of another topology: click Fit (modal, status bar),
   the fit is stored; landmark empties and the fitted template shown; Undo removes the fit,
@@ -29,12 +29,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import window_driver as wd  # noqa: E402  (starts the runner; scenarios below are added before it ticks)
+import window_rig as wd  # noqa: E402
+import window_scenarios  # noqa: E402  (install_legacy_zip and the vertex-exact check)
 from character_suite import make_character  # noqa: E402
 
 suite = wd.suite
-if not bpy.app.timers.is_registered(wd._tick):  # window_driver only starts itself when run as a script
-    wd.main()
 
 
 def char_snapshot() -> dict[str, Any]:
@@ -185,7 +184,7 @@ def char_generate_vertices_undo() -> Generator[float, None, str]:
     ref = suite.read_pc2_ref(spy.copies[0])
     obj = bpy.data.objects["Character"]
     wd.expect(ref.shape[1] == len(obj.data.vertices), f"engine output {ref.shape} for {len(obj.data.vertices)}")
-    checked = wd._verify(obj, ref, 1, 0.0)
+    checked = window_scenarios._verify(obj, ref, 1, 0.0)
     yield from _undo()
     undone = char_snapshot()
     undone["files"] = before["files"]
@@ -285,3 +284,6 @@ def char_refused_fit() -> Generator[float, None, str]:
     yield 0.5
     wd.screenshot("char_fit_refused")
     return f"refused after {secs:.1f} s with: {msg[:200]}; scene unchanged"
+
+
+wd.main()
