@@ -139,8 +139,7 @@ def fit_state(obj: bpy.types.Object | None, template_fingerprint: str | None = N
         return FitState("stale", "The mesh changed since it was fitted: click Fit again", info)
     if template_fingerprint and info.get("template_fingerprint") not in (None, template_fingerprint):
         return FitState("stale", "Fitted for another checkpoint's template: click Fit again", info)
-    return FitState("valid", f"Fitted: residual {info.get('residual', 0):.4f} of the face size, "
-                             f"landmarks {info.get('landmark_source', '?')}", info)
+    return FitState("valid", f"Fitted, residual {info.get('residual', 0):.4f}", info)
 
 
 def store_fit(obj: bpy.types.Object, fit_bytes: bytes, mesh_fp: str) -> cf.FitSummary:
@@ -244,7 +243,6 @@ def show_landmarks(obj: bpy.types.Object) -> int:
         e.empty_display_type = "SPHERE"
         e.empty_display_size = size
         e.location = tuple(float(x) for x in p)
-        e.show_name = True
         e.show_in_front = True
         _attach(obj, e, "landmark")
     return len(pts)

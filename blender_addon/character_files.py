@@ -37,6 +37,8 @@ LANDMARKS = ("nose_tip", "upper_lip", "mouth_centre", "lower_lip", "mouth_corner
 LANDMARK_LABELS = {"nose_tip": "Nose tip", "upper_lip": "Upper lip (middle)", "mouth_centre": "Mouth centre",
                    "lower_lip": "Lower lip (middle)", "mouth_corner_l": "Mouth corner L",
                    "mouth_corner_r": "Mouth corner R"}
+LANDMARK_SHORT = {"nose_tip": "Nose", "upper_lip": "Upper lip", "mouth_centre": "Centre", "lower_lip": "Lower lip",
+                  "mouth_corner_l": "Corner L", "mouth_corner_r": "Corner R"}  # panel rows (narrow sidebar)
 RESERVED_KEYS = ("Basis", "__meta__")
 
 

@@ -40,9 +40,9 @@ def draw(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row.prop(s, "up_axis", text="Up")
     row.prop_search(s, "head_group", obj, "vertex_groups", text="", icon="GROUP_VERTEX")
     row = box.row(align=True)
-    row.operator("parley.fit_overlay", text="Landmarks", icon="EMPTY_AXIS",
+    row.operator("parley.fit_overlay", text="Points", icon="EMPTY_AXIS",
                  depress=bool(character.overlays(obj, "landmark"))).kind = "landmark"
-    row.operator("parley.fit_overlay", text="Fitted Template", icon="MOD_WIREFRAME",
+    row.operator("parley.fit_overlay", text="Template", icon="MOD_WIREFRAME",
                  depress=bool(character.overlays(obj, "preview"))).kind = "preview"
     _draw_landmarks(box, s, obj)
     if s.target == "SHAPEKEYS":
@@ -61,10 +61,10 @@ def _draw_landmarks(layout: bpy.types.UILayout, s: object, obj: bpy.types.Object
         return
     col = layout.column(align=True)
     if obj.mode != "EDIT":
-        col.label(text="Edit Mode: select a vertex, then Assign", icon="INFO")
+        col.label(text="Edit Mode: pick a vertex, Assign", icon="INFO")
     for n in cf.LANDMARKS:
         row = col.row(align=True)
-        row.label(text=cf.LANDMARK_LABELS[n])
-        row.label(text=f"vertex {picked[n]}" if n in picked else "auto")
+        row.label(text=cf.LANDMARK_SHORT[n])
+        row.label(text=f"v{picked[n]}" if n in picked else "auto")
         row.operator("parley.landmark_assign", text="Assign").landmark = n
     col.operator("parley.landmarks_clear", icon="X")

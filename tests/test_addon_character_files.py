@@ -73,7 +73,7 @@ def test_landmark_names_match_the_engine():
     from engine.retarget.landmarks import REQUIRED
 
     assert tuple(cf.LANDMARKS) == tuple(REQUIRED)
-    assert set(cf.LANDMARK_LABELS) == set(cf.LANDMARKS)
+    assert set(cf.LANDMARK_LABELS) == set(cf.LANDMARKS) == set(cf.LANDMARK_SHORT)
 
 
 def test_shapes_npz_is_read_by_the_engine(tmp_path):

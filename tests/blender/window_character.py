@@ -58,6 +58,8 @@ def open_character(name: str) -> Generator[float, None, Any]:
     obj = bpy.data.objects["Character"]
     bpy.context.view_layer.objects.active = obj
     obj.select_set(True)
+    with bpy.context.temp_override(**wd.view3d()):
+        bpy.ops.view3d.view_selected()  # the head fills the viewport in the screenshots
     yield from wd.ensure_parley_tab()
     return obj
 
@@ -90,6 +92,14 @@ def click_and_wait(op: str, what: str) -> Generator[float, None, tuple[float, li
     return seconds, wd.reports(), st.texts
 
 
+def shot(name: str) -> Generator[float, None, None]:
+    """Screenshot with the pointer parked in the viewport (no tooltip over the panel)."""
+    area = wd.view3d()["area"]
+    wd.window().event_simulate(type="MOUSEMOVE", value="NOTHING", x=area.x + area.width // 3, y=area.y + area.height // 2)
+    yield 0.8
+    wd.screenshot(name)
+
+
 def _ch() -> Any:
     return wd.addon_mod("character")
 
@@ -113,8 +123,7 @@ def char_click_fit_undo() -> Generator[float, None, str]:
     char_settings("VERTICES")
     probs = wd.addon_mod("operators").problems(bpy.context)
     wd.expect(any("fit it first" in p for p in probs), f"an unfitted character is not asked to be fitted: {probs}")
-    yield 0.3
-    wd.screenshot("char_panel_unfitted")
+    yield from shot("char_panel_unfitted")
     before = char_snapshot()
     secs, reps, texts = yield from click_and_wait("parley.fit", "Fit")
     wd.expect(any("fitted 'Character'" in r for r in reps), f"no fit report: {reps}")
@@ -138,8 +147,7 @@ def char_click_fit_undo() -> Generator[float, None, str]:
     n_lm, n_pv = len(_ch().overlays(obj, "landmark")), len(_ch().overlays(obj, "preview"))
     wd.expect(n_lm == 6 and n_pv == 1, f"overlays: {n_lm} landmarks, {n_pv} previews")
     bpy.context.scene.parley_character.show_landmarks = True
-    yield 0.5
-    wd.screenshot("char_panel_fitted")
+    yield from shot("char_panel_fitted")
     with bpy.context.temp_override(**wd.view3d()):
         bpy.ops.parley.fit_overlay(kind="landmark")
         bpy.ops.parley.fit_overlay(kind="preview")
@@ -223,7 +231,7 @@ def char_generate_shape_keys_nla() -> Generator[float, None, str]:
     wd.expect(worst <= c.tolerance + 1e-6, f"curve error {worst}")
     # pictures: the weight curves in the Graph Editor (strip in tweak mode) and the NLA track
     yield from _show_curves(obj, tracks[0])
-    wd.screenshot("char_shape_keys_curves")
+    wd.screenshot("char_shape_keys_curves")  # (the pointer is parked in the Graph Editor)
     yield from _hide_curves()
     yield from _undo()
     undone = char_snapshot()
@@ -233,39 +241,47 @@ def char_generate_shape_keys_nla() -> Generator[float, None, str]:
             f"worst curve error {worst:.4f}; undo exact")
 
 
-_SAVED_AREAS: list[tuple[Any, str]] = []
-
-
 def _show_curves(obj: Any, track: Any) -> Generator[float, None, None]:
-    areas = wd.window().screen.areas
-    outliner = next(a for a in areas if a.type == "OUTLINER")
-    props = next(a for a in areas if a.type == "PROPERTIES")
-    _SAVED_AREAS[:] = [(outliner, "OUTLINER"), (props, "PROPERTIES")]
-    outliner.type = "NLA_EDITOR"
-    props.type = "GRAPH_EDITOR"
+    """Split the viewport: the Graph Editor (weight curves of the strip in tweak mode) above the
+    NLA editor on the left, the viewport with the Parley panel on the right. The next scenario
+    opens a .blend, which brings its own layout back."""
+    ov = wd.view3d()
+    with bpy.context.temp_override(**ov):
+        bpy.ops.screen.area_split(direction="VERTICAL", factor=0.5)
+    yield 0.3
+    views = sorted((a for a in wd.window().screen.areas if a.type == "VIEW_3D"), key=lambda a: a.x)
+    left = views[0]
+    with bpy.context.temp_override(window=wd.window(), area=left, region=next(r for r in left.regions
+                                                                             if r.type == "WINDOW")):
+        bpy.ops.screen.area_split(direction="HORIZONTAL", factor=0.35)
+    yield 0.3
+    lefts = sorted((a for a in wd.window().screen.areas if a.type == "VIEW_3D" and a.x == left.x), key=lambda a: a.y)
+    nla, graph = lefts[0], lefts[1]
+    nla.type = "NLA_EDITOR"
+    graph.type = "GRAPH_EDITOR"
     yield 0.3
     for s in track.strips:
         s.select = True
-    region = next(r for r in outliner.regions if r.type == "WINDOW")
-    with bpy.context.temp_override(window=wd.window(), area=outliner, region=region):
+    nla_win = next(r for r in nla.regions if r.type == "WINDOW")
+    with bpy.context.temp_override(window=wd.window(), area=nla, region=nla_win):
         bpy.ops.nla.tweakmode_enter()
-    yield 0.3
-    gregion = next(r for r in props.regions if r.type == "WINDOW")
-    with bpy.context.temp_override(window=wd.window(), area=props, region=gregion):
-        bpy.ops.graph.view_all()
-    with bpy.context.temp_override(window=wd.window(), area=outliner, region=region):
         bpy.ops.nla.view_all()
-    bpy.context.scene.frame_set(30)
-    yield 0.5
+    yield 0.3
+    g_win = next(r for r in graph.regions if r.type == "WINDOW")
+    with bpy.context.temp_override(window=wd.window(), area=graph, region=g_win):
+        bpy.ops.anim.channels_expand(all=True)
+        bpy.ops.graph.view_all()
+    bpy.context.scene.frame_set(40)
+    win = wd.window()
+    win.event_simulate(type="MOUSEMOVE", value="NOTHING", x=graph.x + graph.width // 2, y=graph.y + graph.height // 2)
+    yield 0.8
 
 
 def _hide_curves() -> Generator[float, None, None]:
-    area = _SAVED_AREAS[0][0]
-    region = next(r for r in area.regions if r.type == "WINDOW")
-    with bpy.context.temp_override(window=wd.window(), area=area, region=region):
+    nla = next(a for a in wd.window().screen.areas if a.type == "NLA_EDITOR")
+    with bpy.context.temp_override(window=wd.window(), area=nla, region=next(r for r in nla.regions
+                                                                            if r.type == "WINDOW")):
         bpy.ops.nla.tweakmode_exit()
-    for a, t in _SAVED_AREAS:
-        a.type = t
     yield 0.3
 
 
@@ -281,8 +297,7 @@ def char_refused_fit() -> Generator[float, None, str]:
     wd.expect("place landmarks" in msg and "Parley panel > Landmarks" in msg, f"does not say to place landmarks: {msg}")
     after = char_snapshot()
     wd.expect(after == before, f"a refused fit changed the scene: {suite.diff(before, after)}")
-    yield 0.5
-    wd.screenshot("char_fit_refused")
+    yield from shot("char_fit_refused")
     return f"refused after {secs:.1f} s with: {msg[:200]}; scene unchanged"
 
 
