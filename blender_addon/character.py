@@ -16,7 +16,6 @@ saved file):
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,6 @@ import bpy
 import numpy as np
 
 from . import character_files as cf
-from . import formats
 
 FIT_PROP, FIT_MESH_PROP, FIT_INFO_PROP = "parley_fit", "parley_fit_mesh", "parley_fit_info"
 LANDMARKS_PROP = "parley_landmarks"
@@ -263,12 +261,3 @@ def show_fit_preview(obj: bpy.types.Object, checkpoint: str) -> bpy.types.Object
     o.show_in_front = True
     _attach(obj, o, "preview")
     return o
-
-
-def template_fingerprint(checkpoint: str | None) -> str | None:
-    if not checkpoint or not os.path.isfile(checkpoint):
-        return None
-    try:
-        return formats.read_checkpoint_info(checkpoint).fingerprint
-    except formats.FormatError:
-        return None

@@ -146,7 +146,6 @@ def bake_weights(scene: bpy.types.Scene, obj: bpy.types.Object, w: Weights, opts
         strip.extrapolation = "NOTHING"  # outside its frames a line leaves the keys to other tracks
         result.action = action_name
         result.shape_keys = list(w.names)
-        result.modifier = None
         result.keyframes = n_keys  # type: ignore[attr-defined]
         result.nla_track = track_name  # type: ignore[attr-defined]
         if opts.audio_path:

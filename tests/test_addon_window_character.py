@@ -51,6 +51,8 @@ def char_window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "fake_engine": str(ROOT / "tests" / "blender" / "fake_engine.py"),
         "head_obj": str(ROOT / "engine" / "assets" / "default_head.obj"),
         "wav_5s": str(work / "line5s.wav"), "timeout": 300,
+        # install_legacy_zip also prepares the dialogue scene of the main window suite (unused here)
+        "wav_a": str(work / "line5s.wav"), "wav_b": str(work / "line5s.wav"), "wav_c": str(work / "line5s.wav"),
         "only": ["install_legacy_zip", *SCENARIOS],
     })
     cfg_path, results_path, log_path = work / "config.json", work / "results.json", work / "blender.log"
