@@ -209,6 +209,8 @@ _CLI_ADVICE = (
     ("--vertex-group-file", "a head vertex group (Parley panel > Head group)"),
     ("--front", "the Up axis setting or the object's rotation (apply it so the face looks along -Y)"),
     ("(python -m engine fit --mesh ... --out ...)", "(click Fit)"),
+    ("pass --target with the mesh so its keys can be solved geometrically",
+     "click Fit so its keys can be solved geometrically"),
 )
 
 

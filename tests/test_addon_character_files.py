@@ -186,3 +186,9 @@ def test_fit_refusal_is_said_in_panel_terms():
     out = cf.explain_fit_message(msg)
     assert "--" not in out and "surface residual 0.03" in out
     assert "Parley panel > Landmarks" in out and "Up axis setting" in out
+
+
+def test_name_only_refusal_points_at_the_fit_button():
+    msg = ("none of the shape keys has an ARKit, VRM or Rhubarb name and there is no fit: "
+           "pass --target with the mesh so its keys can be solved geometrically")
+    assert cf.explain_fit_message(msg).endswith("click Fit so its keys can be solved geometrically")
