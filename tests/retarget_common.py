@@ -1,7 +1,7 @@
 """Shared, cached set-up for the retarget tests (fits are the slow part: a few seconds each)."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -13,23 +13,23 @@ from training.characters import build, rig_speech
 CELL = 0.004   # remesh voxel: ~6k-vertex characters keep the tests fast
 
 
-@lru_cache(maxsize=None)
+@cache
 def template() -> Topology:
     return Topology.load("engine/assets/default_head.obj")
 
 
-@lru_cache(maxsize=None)
+@cache
 def character(name: str):
     return build(name, CELL)
 
 
-@lru_cache(maxsize=None)
+@cache
 def fitted(name: str):
     c = character(name)
     return fit_mesh(check_mesh(c.vertices, c.faces, name), template(), up=c.up)
 
 
-@lru_cache(maxsize=None)
+@cache
 def speech():
     frames, phones, rest = rig_speech(30.0)
     return frames, phones, rest

@@ -12,8 +12,8 @@ import pytest
 import trimesh
 
 from engine.exporters import read_pc2
-from training.characters import write_obj
 from tests.retarget_common import character
+from training.characters import write_obj
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = REPO / "engine" / "assets" / "sample.wav"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.retarget.meshin import check_mesh
 from engine.retarget.names import ARKIT_52, classify, map_names
 from engine.retarget.run import animate_shapes
 from engine.retarget.shapekeys import solve_weights
-from engine.retarget.meshin import check_mesh
 from tests.retarget_common import character, fitted, speech, template
 
 
@@ -31,7 +31,7 @@ def test_solve_recovers_known_weights():
 
 
 def test_solve_respects_slider_range_and_is_sparse():
-    deltas, target, W = _random_problem()
+    deltas, target, _ = _random_problem()
     res = solve_weights(deltas, target, hi={"k1": 0.5}, iterations=400)
     w = res.weights
     assert w.min() >= 0.0 and w[:, 1].max() <= 0.5 + 1e-6 and w.max() <= 1.0
@@ -46,7 +46,7 @@ def test_smoothness_reduces_frame_to_frame_jumps():
     noisy = target + np.random.default_rng(1).normal(scale=1.0, size=target.shape)
     rough = solve_weights(deltas, noisy, smooth=0.0, iterations=500).weights
     smooth = solve_weights(deltas, noisy, smooth=1.0, iterations=500).weights
-    jitter = lambda w: np.abs(np.diff(w - W, axis=0)).mean()  # noqa: E731 - frame-to-frame error
+    jitter = lambda w: np.abs(np.diff(w - W, axis=0)).mean()
     assert jitter(smooth) < 0.5 * jitter(rough), (jitter(smooth), jitter(rough))
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.metrics import bilabial_closure_rate, default_closure_threshold, inner_lip_gap
+from engine.metrics import (
+    bilabial_closure_rate,
+    default_closure_threshold,
+    inner_lip_gap,
+)
 from engine.retarget.transfer import Transfer, contact_gate
 from tests.retarget_common import character, fitted, speech, template
 
@@ -38,7 +42,7 @@ def test_rest_pose_untouched_in_silence():
 
 
 def test_remeshed_head_follows_ground_truth():
-    frames, phones, rest = speech()
+    frames, _, rest = speech()
     c = character("remeshed")
     out = _transfer("remeshed", frames)
     gt = c.project(frames, rest)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ def _torso(cell: float) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(body.vertices, np.float64), np.asarray(body.faces, np.int64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _build_cached(name: str, cell: float) -> Character:
     if name not in CHARACTERS:
         raise ValueError(f"unknown character {name!r}; choose from {CHARACTERS}")
@@ -302,7 +302,7 @@ def rig_speech(fps: float = 30.0) -> tuple[np.ndarray, list[list[Any]], np.ndarr
 
     head = build_head(identity(10))
     rig = Rig(head)
-    T = int(round(4.0 * fps))
+    T = round(4.0 * fps)
     t = np.arange(T) / fps
     W = {k: np.zeros(T) for k in CONTROLS}
     phones: list[list[Any]] = [["sil", 0.0, 0.6]]

@@ -70,9 +70,9 @@ def measure_characters(anim, clips, out_dir: Path) -> dict:
     for cname in CHARACTERS:
         c = build(cname, 0.003)
         mesh = check_mesh(c.vertices, c.faces, cname)
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), time.process_time()
         fit = fit_mesh(mesh, topo, up=c.up)
-        t_fit = time.perf_counter() - t0
+        t_fit, c_fit = time.perf_counter() - t0, time.process_time() - p0
         tr = Transfer(fit, topo, None, c.vertices)
         outs = []
         t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def measure_characters(anim, clips, out_dir: Path) -> dict:
         disp = np.linalg.norm(allo - c.vertices[None].astype(np.float32), axis=2)
         outside = np.setdiff1d(np.arange(len(c.vertices)), fit.head_index[fit.weight > 0.01])
         row = {
-            "vertices": len(c.vertices), "fit_residual": fit.residual, "fit_seconds": t_fit,
+            "vertices": len(c.vertices), "fit_residual": fit.residual, "fit_seconds": t_fit, "fit_cpu_seconds": c_fit,
             "landmark_error": fit.meta["landmark_error"], "lip_pairs": len(fit.lip_upper),
             "gap_corr": float(np.corrcoef(g, tpl_gap)[0, 1]), "closure": cl, "closure_diff": cl - tpl_closure,
             "rest_gap_over_threshold": float(inner_lip_gap(c.vertices[None], fit.lip_upper, fit.lip_lower)[0] / thr_c),
@@ -125,7 +125,7 @@ def contact_sheet(sheet: dict, first: tuple, topo, path: Path) -> None:
         for p in phones:
             if p[0] == lab and len([q for q in picks if q[0] == lab]) < want:
                 picks.append((lab, int(round((p[1] + p[2]) / 2 * fps))))
-    picks = picks[:6]
+    picks = sorted(picks[:6], key=lambda q: q[1])
     idx = [min(i, len(frames) - 1) for _, i in picks]
     rows = [("template", frames[idx], topo.faces)]
     for cname, (c, fit, out) in sheet.items():
@@ -135,9 +135,22 @@ def contact_sheet(sheet: dict, first: tuple, topo, path: Path) -> None:
         hf = pos[c.faces[np.all(pos[c.faces] >= 0, axis=1)]]
         canon = c.to_canonical(out[idx][:, head].reshape(-1, 3)).reshape(len(idx), len(head), 3)
         rows.append((cname, canon.astype(np.float32), hf))
-    fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.7 * len(idx), 1.8 * len(rows)))
-    for r, (label, fr, faces) in enumerate(rows):
-        imgs = render_frames(fr, faces, size=160, supersample=2)
+    rendered = [render_frames(fr, faces, size=320, supersample=2) for _, fr, faces in rows]
+    for suffix, crop in (("", None), ("_mouth", (0.55, 0.85, 0.28, 0.72))):
+        _sheet(rows, rendered, picks, idx, crop, path.with_name(path.stem + suffix + path.suffix))
+
+
+def _sheet(rows, rendered, picks, idx, crop, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from engine.fileio import atomic_path
+
+    fig, axes = plt.subplots(len(rows), len(idx), figsize=(1.7 * len(idx), (1.8 if crop is None else 1.0) * len(rows)))
+    for r, (label, _, _) in enumerate(rows):
+        imgs = rendered[r]
+        if crop is not None:
+            n = imgs.shape[1]
+            imgs = imgs[:, int(crop[0] * n):int(crop[1] * n), int(crop[2] * n):int(crop[3] * n)]
         for k in range(len(idx)):
             ax = axes[r, k]
             ax.imshow(imgs[k])
@@ -161,7 +174,7 @@ def measure_speed(anim, first_frames: np.ndarray) -> dict:
     from training.characters import build
 
     topo = anim.topology
-    c = build("arkit", 0.0015)
+    c = build("arkit", 0.0013)
     mesh = check_mesh(c.vertices, c.faces)
     fit_mesh(mesh, topo, up="z")          # warm the template's landmark cache (once per process)
     t0, p0 = time.perf_counter(), time.process_time()
@@ -217,6 +230,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--out", default="training/figures/retarget")
     ap.add_argument("--skip-characters", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     root = Path(__file__).resolve().parents[1]
@@ -232,6 +246,12 @@ def main() -> None:
         first_frames = first[1]
     else:
         first_frames = anim.animate(str(clips[0][1]))
+    if args.skip_speed:
+        old = out / "results.json"
+        if old.exists():
+            results["speed"] = json.loads(old.read_text()).get("speed")
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        return
     speed = measure_speed(anim, first_frames)
     results["speed"] = speed
     print("speed", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in speed.items()}))

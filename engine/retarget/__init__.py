@@ -12,7 +12,8 @@ Public API (what the CLI and the Blender add-on call; no ``bpy`` here)::
 
 Modules: ``meshin`` (read/check/axes/head), ``landmarks``, ``geometry``, ``nricp``, ``fit``,
 ``transfer``, ``names`` (shape-key name maps), ``shapekeys`` (weight solve), ``semantics``
-(model motion -> ARKit/VRM/Rhubarb without a fit), ``bench``.
+(model motion -> ARKit/VRM/Rhubarb without a fit), ``run`` (the CLI flows, also for the add-on's
+child process).  Measurements: ``python -m training.retarget_bench``.
 """
 from engine.retarget.fit import Fit, FitConfig, FitError, fit_mesh, load_fit
 from engine.retarget.landmarks import LandmarkError

@@ -35,11 +35,29 @@ import numpy as np
 import scipy.sparse as sp
 
 from engine.fileio import atomic_path
-from engine.retarget.geometry import SurfaceIndex, closest_points, mesh_laplacian, umeyama, vertex_normals
-from engine.retarget.landmarks import (REQUIRED, LandmarkError, Landmarks, find_face, load_landmarks_json,
-                                       refine_mouth)
-from engine.retarget.meshin import (MeshInputError, UserMesh, axes_rotation, check_orientation, find_head,
-                                    read_vertex_group)
+from engine.retarget.geometry import (
+    SurfaceIndex,
+    closest_points,
+    mesh_laplacian,
+    umeyama,
+    vertex_normals,
+)
+from engine.retarget.landmarks import (
+    REQUIRED,
+    LandmarkError,
+    Landmarks,
+    find_face,
+    load_landmarks_json,
+    refine_mouth,
+)
+from engine.retarget.meshin import (
+    MeshInputError,
+    UserMesh,
+    axes_rotation,
+    check_orientation,
+    find_head,
+    read_vertex_group,
+)
 from engine.retarget.nricp import NricpConfig, nricp
 
 __all__ = ["Fit", "FitConfig", "FitError", "fit_mesh", "load_fit", "template_landmarks"]
@@ -83,9 +101,8 @@ class Fit:
         path = Path(path)
         if path.suffix.lower() != ".npz":
             raise ValueError(f"fit files are .npz, got {path.name}")
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(self.meta)), **self.arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(self.meta)), **self.arrays)
         return path
 
     def check_mesh(self, mesh: UserMesh) -> None:
@@ -278,7 +295,7 @@ def fit_mesh(mesh: UserMesh, topology: Any, up: str = "z", front: str | None = N
     names = list(REQUIRED)
     lm_t_idx = np.array([tl["index"][n] for n in names])
     lm_pos = np.stack([lm_user.points[n] for n in names])
-    X, w = nricp(Xc, ft_, V, hf, tl["data_mask"], face_size, landmarks=(lm_t_idx, lm_pos), cfg=cfg.nricp)
+    X, _ = nricp(Xc, ft_, V, hf, tl["data_mask"], face_size, landmarks=(lm_t_idx, lm_pos), cfg=cfg.nricp)
     say("fit", 0.85)
     arrays, quality = _correspondence(topology, tl, X, V, mesh.faces, hf, head, lm_user, s, cfg, face_size)
     lm_err = float(np.max(np.linalg.norm(X[lm_t_idx] - lm_pos, axis=1)) / face_size)
@@ -291,11 +308,11 @@ def fit_mesh(mesh: UserMesh, topology: Any, up: str = "z", front: str | None = N
     })
     meta = {
         "version": FIT_VERSION, "mesh_fingerprint": mesh.fingerprint(), "mesh": os.path.basename(mesh.path),
-        "num_vertices": int(len(V)), "template_fingerprint": topology.fingerprint(),
+        "num_vertices": len(V), "template_fingerprint": topology.fingerprint(),
         "template_vertices": int(topology.num_vertices), "up": up, "front": front,
         "landmark_source": lm_user.source, "landmark_names": names,
         "residual": quality["residual"], "landmark_error": lm_err, "coverage": quality["coverage"],
-        "scale": float(s), "mouth_halfwidth": float(s * tl["mouth_halfwidth"]), "head_vertices": int(len(head)), "lip_pairs": int(len(arrays["lip_upper"])),
+        "scale": float(s), "mouth_halfwidth": float(s * tl["mouth_halfwidth"]), "head_vertices": len(head), "lip_pairs": len(arrays["lip_upper"]),
         "seconds": round(time.perf_counter() - t_start, 3),
         "thresholds": {"residual": cfg.max_residual, "landmark_error": cfg.max_landmark_error,
                        "coverage": cfg.min_coverage},
@@ -374,11 +391,16 @@ def _correspondence(topology: Any, tl: dict[str, Any], X: np.ndarray, V: np.ndar
     cf = np.empty(len(head), np.int64)
     cb = np.empty((len(head), 3))
     cd = np.empty(len(head))
-    rest = ~mouth_zone
+    # lips are matched side by side only between the corners and in front (beyond the corners
+    # the two sides meet, and there the plain closest point is right)
+    ctr = user_slit.mean(0)
+    sided = (np.abs(Vh[:, 0] - ctr[0]) < 1.05 * hw) & (np.abs(Vh[:, 2] - ctr[2]) < 1.2 * hw) & \
+            (Vh[:, 1] - ctr[1] < 2.2 * hw)
+    rest = ~sided
     if rest.any():
         cf[rest], cb[rest], cd[rest] = closest_points(Vh[rest], X, ft_)
     for sgn in (1, -1):
-        q = mouth_zone & (u_side == sgn)
+        q = sided & (u_side == sgn)
         if q.any():
             allowed = (t_side[ft_] == sgn).all(1)
             cf[q], cb[q], cd[q] = closest_points(Vh[q], X, ft_, allowed_faces=allowed)

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["SurfaceIndex", "closest_points", "graph_laplacian", "face_normals", "mesh_laplacian", "umeyama", "vertex_faces", "vertex_normals"]
+__all__ = ["SurfaceIndex", "closest_points", "face_normals", "graph_laplacian", "mesh_laplacian", "umeyama", "vertex_faces", "vertex_normals"]
 
 
 def face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 from scipy.spatial import cKDTree
 
-__all__ = ["FaceFrame", "LandmarkError", "Landmarks", "REQUIRED", "find_face", "refine_mouth", "load_landmarks_json", "surface_samples"]
+__all__ = ["REQUIRED", "FaceFrame", "LandmarkError", "Landmarks", "find_face", "load_landmarks_json", "refine_mouth", "surface_samples"]
 
 # mouth_corner_l is the character's left (+X in the canonical frame)
 REQUIRED = ("nose_tip", "upper_lip", "mouth_centre", "lower_lip", "mouth_corner_l", "mouth_corner_r")
@@ -235,7 +235,7 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
     zc, prof = _profile(X[mid, 1], X[mid, 2], g[2] - 2.5 * win, g[2] + 2.5 * win, step)
     if np.isnan(prof).any():
         raise LandmarkError("no surface around the expected mouth; place landmarks with --landmarks lm.json")
-    k = max(1, int(round(0.004 * H / step)))
+    k = max(1, round(0.004 * H / step))
     kink = np.full_like(prof, -np.inf)
     kink[k:-k] = prof[k:-k] - 0.5 * (prof[:-2 * k] + prof[2 * k:])
     inwin = np.abs(zc - g[2]) <= win
@@ -243,7 +243,7 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
     if kink[i_st] <= 0:
         raise LandmarkError("could not find the lip line near the expected mouth; place landmarks with "
                             "--landmarks lm.json (vertex indices for " + ", ".join(REQUIRED) + ")")
-    span = int(round(1.2 * win / step))
+    span = round(1.2 * win / step)
     i_ul = i_st + 1 + int(np.argmin(prof[i_st + 1:i_st + 1 + span]))
     i_ll = max(0, i_st - span) + int(np.argmin(prof[max(0, i_st - span):i_st]))
     depth_c = prof[i_st] - max(prof[i_ul], prof[i_ll])

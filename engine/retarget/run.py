@@ -12,16 +12,22 @@ as plain functions the Blender add-on's child process can also call.
 from __future__ import annotations
 
 import json
-
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from engine.retarget.fit import Fit, FitError, fit_mesh, load_fit
 from engine.retarget.landmarks import LandmarkError, find_face
-from engine.retarget.meshin import MeshInputError, UserMesh, axes_rotation, find_head, load_user_mesh
+from engine.retarget.meshin import (
+    MeshInputError,
+    UserMesh,
+    axes_rotation,
+    find_head,
+    load_user_mesh,
+)
 
 __all__ = ["animate_shapes", "animate_vertices", "choose_up", "fit_or_load", "load_shapes", "write_preview"]
 

@@ -51,7 +51,7 @@ def contact_gate(template_gap: np.ndarray, threshold: float, fps: float, window_
     at 1.2x) during speech (the gap exceeds 2x the threshold somewhere within +-``window_s``)."""
     g = np.asarray(template_gap, np.float64)
     closed = 1.0 - _smoothstep(g, threshold, 1.2 * threshold)
-    size = 2 * int(round(window_s * fps)) + 1
+    size = 2 * round(window_s * fps) + 1
     opened = maximum_filter1d(g, size=size, mode="nearest")
     active = _smoothstep(opened, 1.5 * threshold, 3.0 * threshold)
     return closed * active
