@@ -1,6 +1,8 @@
 """The "Parley" tab in the 3D viewport sidebar."""
 from __future__ import annotations
 
+import re
+
 import bpy
 
 from . import bake, character_panel, formats, modal_ui, operators, operators_strips, preferences
@@ -123,7 +125,7 @@ class PARLEY_PT_dialogue(bpy.types.Panel):
         box = layout.box()
         head = {"PREFIX": "Name prefix", "CHANNEL": "Channel", "TABLE": "Strip name"}[s.strip_rule]
         row = box.row()
-        row.label(text=f"{head} -> character")
+        row.label(text=f"{head} -> mesh")
         row.operator("parley.character_add", text="", icon="ADD")
         row.operator("parley.character_remove", text="", icon="REMOVE")
         for i, item in enumerate(s.characters):
@@ -170,7 +172,8 @@ def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
         box.progress(factor=ui.fraction, type="BAR", text=title)
     else:
         box.label(text=title, icon="SORTTIME")
-    for chunk in _wrap(ui.text, 34):
+    words = re.sub(r"\s*\d+%$", "", ui.text)  # the percentage is in the title line
+    for chunk in _wrap(words, 34):
         box.label(text=chunk, icon="BLANK1")
     box.label(text="Esc cancels", icon="CANCEL")
 
