@@ -259,6 +259,8 @@ def _show_curves(obj: Any, track: Any) -> Generator[float, None, None]:
     nla, graph = lefts[0], lefts[1]
     nla.type = "NLA_EDITOR"
     graph.type = "GRAPH_EDITOR"
+    for a in (nla, graph):
+        a.spaces.active.show_region_ui = False  # the curves get the width, not the editors' sidebars
     yield 0.3
     for s in track.strips:
         s.select = True
