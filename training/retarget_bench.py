@@ -35,7 +35,11 @@ def _clips(root: Path) -> list[tuple[str, Path, list]]:
 
 
 def measure_characters(anim, clips, out_dir: Path) -> dict:
-    from engine.metrics import bilabial_closure_rate, default_closure_threshold, inner_lip_gap
+    from engine.metrics import (
+        bilabial_closure_rate,
+        default_closure_threshold,
+        inner_lip_gap,
+    )
     from engine.retarget.fit import fit_mesh
     from engine.retarget.meshin import check_mesh
     from engine.retarget.run import animate_shapes
@@ -112,19 +116,17 @@ def measure_characters(anim, clips, out_dir: Path) -> dict:
 def contact_sheet(sheet: dict, first: tuple, topo, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from engine.fileio import atomic_path
     from engine.render import render_frames
 
-    name, frames, phones = first
+    _, frames, phones = first
     fps = 30.0
     # frames: silence, bilabials (me, map, please), open vowels
     picks = []
     for lab, want in (("sil", 1), ("M", 2), ("P", 1), ("AE", 1), ("IY", 1)):
         for p in phones:
             if p[0] == lab and len([q for q in picks if q[0] == lab]) < want:
-                picks.append((lab, int(round((p[1] + p[2]) / 2 * fps))))
+                picks.append((lab, round((p[1] + p[2]) / 2 * fps)))
     picks = sorted(picks[:6], key=lambda q: q[1])
     idx = [min(i, len(frames) - 1) for _, i in picks]
     rows = [("template", frames[idx], topo.faces)]

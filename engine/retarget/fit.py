@@ -396,14 +396,15 @@ def _correspondence(topology: Any, tl: dict[str, Any], X: np.ndarray, V: np.ndar
     ctr = user_slit.mean(0)
     sided = (np.abs(Vh[:, 0] - ctr[0]) < 1.05 * hw) & (np.abs(Vh[:, 2] - ctr[2]) < 1.2 * hw) & \
             (Vh[:, 1] - ctr[1] < 2.2 * hw)
+    nh = vertex_normals(V, faces)[head]
     rest = ~sided
     if rest.any():
-        cf[rest], cb[rest], cd[rest] = closest_points(Vh[rest], X, ft_)
+        cf[rest], cb[rest], cd[rest] = closest_points(Vh[rest], X, ft_, normals=nh[rest])
     for sgn in (1, -1):
         q = sided & (u_side == sgn)
         if q.any():
             allowed = (t_side[ft_] == sgn).all(1)
-            cf[q], cb[q], cd[q] = closest_points(Vh[q], X, ft_, allowed_faces=allowed)
+            cf[q], cb[q], cd[q] = closest_points(Vh[q], X, ft_, allowed_faces=allowed, normals=nh[q])
     # motion weights: template face mask with a soft border, times a distance falloff
     L = mesh_laplacian(len(vt), ft_)
     wf = face_mask.astype(float)

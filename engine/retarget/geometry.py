@@ -111,11 +111,17 @@ class SurfaceIndex:
         if len(self.f_idx) == 0:
             raise ValueError("no triangles to search")
         self.sub = self.f[self.f_idx]
+        self.normals = face_normals(self.v, self.sub)
         self.tree = cKDTree(self.v[self.sub].mean(1))
         self.k = min(k, len(self.f_idx))
 
-    def query(self, query: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(face index (Q,), barycentrics (Q, 3), distance (Q,))`` for every query point."""
+    def query(self, query: np.ndarray, chunk: int = 4096, normals: np.ndarray | None = None,
+              min_cos: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(face index (Q,), barycentrics (Q, 3), distance (Q,))`` for every query point.
+
+        With ``normals`` (Q, 3), candidate triangles facing away (cosine below ``min_cos``) are
+        only taken when no candidate faces the same way: where two surfaces nearly touch (the
+        lips at a mouth corner) a point then matches the surface it belongs to."""
         q = np.asarray(query, np.float64)
         out_f = np.empty(len(q), np.int64)
         out_b = np.empty((len(q), 3))
@@ -131,7 +137,11 @@ class SurfaceIndex:
             bary = _closest_on_triangles(P, a, b, c)
             pt = bary[..., :1] * a + bary[..., 1:2] * b + bary[..., 2:] * c
             d = np.linalg.norm(pt - P, axis=-1)
-            j = np.argmin(d, axis=1)
+            if normals is not None:
+                cos = np.einsum("nkc,nc->nk", self.normals[nn], normals[s:s + chunk])
+                j = np.argmin(d + (cos < min_cos) * 1e30, axis=1)
+            else:
+                j = np.argmin(d, axis=1)
             r = np.arange(len(qq))
             out_f[s:s + chunk] = self.f_idx[nn[r, j]]
             out_b[s:s + chunk] = bary[r, j]
@@ -140,9 +150,9 @@ class SurfaceIndex:
 
 
 def closest_points(query: np.ndarray, v: np.ndarray, f: np.ndarray, allowed_faces: np.ndarray | None = None,
-                   k: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   k: int = 16, normals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-off :meth:`SurfaceIndex.query`."""
-    return SurfaceIndex(v, f, allowed_faces, k).query(query)
+    return SurfaceIndex(v, f, allowed_faces, k).query(query, normals=normals)
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,

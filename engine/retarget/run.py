@@ -63,7 +63,12 @@ def fit_or_load(mesh: UserMesh, topology: Any, fit_path: str | None = None, up: 
         fit.check_template(topology)
         return fit
     if up == "auto":
-        up = choose_up(mesh, front) if not landmarks else "z"
+        try:
+            up = choose_up(mesh, front)
+        except LandmarkError:
+            if not landmarks:
+                raise
+            up = "z"          # a landmarks file places the face itself; its axes default to Blender's
     return fit_mesh(mesh, topology, up=up, front=front, landmarks_file=landmarks, vertex_group_file=vertex_group,
                     progress=progress)
 
