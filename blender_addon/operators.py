@@ -66,6 +66,21 @@ def checkpoint_path(context: bpy.types.Context) -> str | None:
 _INFO_CACHE: dict[tuple[str, float], formats.CheckpointInfo | str] = {}
 
 
+MISSING_CHECKPOINT = {
+    "DEFAULT": "The bundled model is missing: reinstall the add-on or choose a .safetensors file",
+    "SHIPPED": "No shipped model found in the engine's assets folder",
+    "FILE": "Choose a .safetensors checkpoint file",
+}
+
+
+def context_checkpoint_info(context: bpy.types.Context) -> formats.CheckpointInfo | str:
+    """Header of the checkpoint the panel's settings select, or why there is none."""
+    path = checkpoint_path(context)
+    if not path:
+        return MISSING_CHECKPOINT.get(_settings(context).checkpoint_source, MISSING_CHECKPOINT["FILE"])
+    return checkpoint_info(path)
+
+
 def checkpoint_info(path: str | None) -> formats.CheckpointInfo | str:
     """Header of the checkpoint (cached by path + mtime) or an error string for the panel."""
     if not path:
@@ -89,7 +104,7 @@ def problems(context: bpy.types.Context) -> list[str]:
     obj = context.active_object
     if obj is None or obj.type != "MESH":
         out.append("Select the face mesh to animate, or add one: Add > Mesh > Parley Head")
-    info = checkpoint_info(checkpoint_path(context))
+    info = context_checkpoint_info(context)
     if isinstance(info, str):
         out.append(info)
     elif obj is not None and obj.type == "MESH" and not character_session.retargets(scene_of(context), obj, info):
@@ -151,7 +166,7 @@ def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
     s = _settings(context)
     prefs = preferences.get_prefs(context)
     device = s.device if s.device != "PREFS" else getattr(prefs, "default_device", "AUTO")
-    info = checkpoint_info(checkpoint_path(context))
+    info = context_checkpoint_info(context)
     fps = info.fps if s.fps_source == "CHECKPOINT" and isinstance(info, formats.CheckpointInfo) else None
     return dict(
         checkpoint=checkpoint_path(context), python=preferences.interpreter(prefs),

@@ -30,7 +30,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
             box.prop(s, "checkpoint_path", text="")
         elif s.checkpoint_source == "SHIPPED":
             box.prop(s, "shipped_checkpoint", text="")
-        info = operators.checkpoint_info(operators.checkpoint_path(context))
+        info = operators.context_checkpoint_info(context)
         if isinstance(info, formats.CheckpointInfo):
             # short lines: the sidebar is narrow (fingerprints stay in the mismatch message)
             col = box.column(align=True)
@@ -43,7 +43,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
             if trained:
                 col.label(text=f"Trained on: {trained}", icon="BLANK1")
         else:
-            for i, chunk in enumerate(_wrap(operators.short_paths(info), 34)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(info), 30)):
                 box.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         if obj is None or obj.type != "MESH":
@@ -76,7 +76,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         elif probe.get("ok"):
             col.label(text=f"Detected: CPU{', CUDA' if probe.get('cuda') else ' (no CUDA)'}")
         else:
-            for i, chunk in enumerate(_wrap(f"Engine not usable: {probe.get('error')}", 34)):
+            for i, chunk in enumerate(_wrap(f"Engine not usable: {probe.get('error')}", 30)):
                 col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
         sub = col.row()
@@ -102,7 +102,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         row.enabled = not issues
         row.operator("parley.generate", icon="PLAY_SOUND")
         for msg in issues:
-            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 34)):
+            for i, chunk in enumerate(_wrap(operators.short_paths(msg), 30)):
                 layout.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
 
 
@@ -144,7 +144,7 @@ class PARLEY_PT_dialogue(bpy.types.Panel):
         if len(plan.lines) > 8:
             col.label(text=f"… and {len(plan.lines) - 8} more")
         for why in plan.skipped[:4]:
-            for i, chunk in enumerate(_wrap(why, 34)):
+            for i, chunk in enumerate(_wrap(why, 30)):
                 col.label(text=chunk, icon="ERROR" if i == 0 else "BLANK1")
         if modal_ui.current() is None:
             row = layout.row()
@@ -173,7 +173,7 @@ def _draw_progress(layout: bpy.types.UILayout, ui: modal_ui.ModalUI) -> None:
     else:
         box.label(text=title, icon="SORTTIME")
     words = re.sub(r"\s*\d+%$", "", ui.text)  # the percentage is in the title line
-    for chunk in _wrap(words, 34):
+    for chunk in _wrap(words, 30):
         box.label(text=chunk, icon="BLANK1")
     box.label(text="Esc cancels", icon="CANCEL")
 
