@@ -21,10 +21,11 @@ bl_info = {  # legacy add-on metadata (Blender 3.x, or installing from a folder)
 import bpy
 from bpy.app.handlers import persistent
 
-from . import head, installer, modal_ui, operators, operators_strips, panel, preferences, properties
+from . import (character_ops, character_props, head, installer, modal_ui, operators, operators_strips, panel,
+               preferences, properties)
 
-_CLASSES = (*preferences.classes, *properties.classes, *operators.classes, *operators_strips.classes, *installer.classes,
-            *head.classes, *panel.classes)
+_CLASSES = (*preferences.classes, *properties.classes, *character_props.classes, *operators.classes,
+            *operators_strips.classes, *character_ops.classes, *installer.classes, *head.classes, *panel.classes)
 
 
 def stop_everything() -> None:
@@ -46,6 +47,7 @@ def register() -> None:
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     properties.register_props()
+    character_props.register_props()
     head.register_menu()
     bpy.app.handlers.load_pre.append(_on_load_pre)
 
@@ -57,6 +59,7 @@ def unregister() -> None:
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
     head.unregister_menu()
+    character_props.unregister_props()
     properties.unregister_props()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

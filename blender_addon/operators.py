@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 import numpy as np
 
-from . import bake, engine_process, formats, modal_ui, preferences
+from . import bake, character_session, engine_process, formats, modal_ui, preferences
 from .session import GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 if TYPE_CHECKING:
@@ -107,11 +107,12 @@ def problems(context: bpy.types.Context) -> list[str]:
     info = context_checkpoint_info(context)
     if isinstance(info, str):
         out.append(info)
-    elif obj is not None and obj.type == "MESH":
+    elif obj is not None and obj.type == "MESH" and not character_session.retargets(scene_of(context), obj, info):
         try:
             bake.check_topology(obj, info)
         except bake.TopologyError as exc:
             out.append(str(exc))
+    out += character_session.problems(scene_of(context), obj, info)  # any character: fit, shape keys
     if s.audio_source == "FILE":
         if not s.audio_path:
             out.append("Choose an audio file")
@@ -127,7 +128,7 @@ def problems(context: bpy.types.Context) -> list[str]:
     elif s.style_source == "FILE" and not os.path.isfile(bpy.path.abspath(s.style_path)):
         out.append("Style file not found")
     prefs = preferences.get_prefs(context)
-    if s.bake_mode == "CACHE":
+    if s.bake_mode == "CACHE" and not character_session.shape_target(scene_of(context)):
         cache_dir = getattr(prefs, "cache_dir", "//parley_cache") or "//parley_cache"
         if cache_dir.startswith("//") and not bpy.data.filepath:
             out.append("Save the .blend first (the mesh cache is written next to it)")
@@ -153,11 +154,11 @@ def request_from_context(context: bpy.types.Context) -> GenerateRequest:
     else:
         audio = bpy.path.abspath(s.audio_path)
     style = style_file(context)
-    return GenerateRequest(
+    return character_session.wrap_request(context, GenerateRequest(
         object_name=obj.name, audio_path=audio, start_frame=start, add_sound_strip=add_strip,
         set_frame_range=bool(s.set_frame_range), style_path=style,
         temp_files=[style] if style and os.path.basename(style).startswith("parley_style_") else [],
-        **shared_request_settings(context))
+        **shared_request_settings(context)))
 
 
 def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
@@ -219,7 +220,8 @@ def user_message(exc: BaseException) -> str:
 
 def _report_result(op: bpy.types.Operator, r: bake.BakeResult) -> None:
     where = r.modifier or r.action or ""
-    op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}")
+    note = getattr(r, "note", "")  # any character: which retarget path, how many keys
+    op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}{note}")
 
 
 class PARLEY_OT_generate(bpy.types.Operator):
@@ -237,9 +239,17 @@ class PARLEY_OT_generate(bpy.types.Operator):
         obj = context.active_object
         return obj is not None and obj.type == "MESH" and hasattr(context.scene, "parley")
 
+    def new_session(self, context: bpy.types.Context) -> Any:
+        """The run behind this button (the Fit button borrows this operator's methods: same child
+        process, progress, Esc and cleanup)."""
+        return character_session.new_session(scene_of(context), request_from_context(context))
+
+    def report_done(self, result: Any) -> None:
+        _report_result(self, result)
+
     def execute(self, context: bpy.types.Context) -> set[Ret]:
         try:
-            session = GenerateSession(scene_of(context), request_from_context(context))
+            session = self.new_session(context)
             _ACTIVE.add(session)
             try:
                 result = session.run()
@@ -248,7 +258,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
         except USER_ERRORS as exc:
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
-        _report_result(self, result)
+        self.report_done(result)
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Ret]:
@@ -260,7 +270,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
         session: GenerateSession | None = None
         ui = modal_ui.ModalUI("Parley")
         try:
-            session = GenerateSession(scene_of(context), request_from_context(context))
+            session = self.new_session(context)
             session.start()
             ui.begin(context)
         except Exception as exc:  # before modal_handler_add: clean up and report, never raise
@@ -304,7 +314,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
             self._stop(context, cancel_engine=True)
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
-        _report_result(self, result)
+        self.report_done(result)
         return {"FINISHED"}
 
     def cancel(self, context: bpy.types.Context) -> None:  # window closed / another file loaded

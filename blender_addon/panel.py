@@ -5,7 +5,7 @@ import re
 
 import bpy
 
-from . import bake, formats, modal_ui, operators, operators_strips, preferences
+from . import bake, character_panel, formats, modal_ui, operators, operators_strips, preferences
 from .session import PROBES
 
 
@@ -53,6 +53,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         col.label(text=f"{obj.name if obj else 'No target'}"
                        + (f": {len(mesh.vertices):,} vertices" if isinstance(mesh, bpy.types.Mesh) else ""),
                   icon="MESH_DATA")
+        character_panel.draw(col, context)  # any character: target, Fit, landmarks, curves
         col.prop(s, "audio_source")
         if s.audio_source == "FILE":
             col.prop(s, "audio_path", text="")
