@@ -70,9 +70,20 @@ def problems(scene: bpy.types.Scene, obj: bpy.types.Object | None, info: Any) ->
             return [st.message]
         return []  # no fit: the engine drives ARKit/VRM/Rhubarb names, or says to fit
     if st.status != "valid":
-        return [f"'{obj.name}' is not the model's own mesh: fit it first (Fit button)" if st.status == "none"
-                else st.message]
+        return [_unfitted_message(obj, info) if st.status == "none" else st.message]
     return []
+
+
+def _unfitted_message(obj: bpy.types.Object, info: Any) -> str:
+    """Why an unfitted mesh of another topology cannot be generated yet, and the two ways out:
+    the topology mismatch itself (counts, which mesh works) plus the Fit button."""
+    why = ""
+    if isinstance(info, formats.CheckpointInfo):
+        try:
+            bake.check_topology(obj, info)
+        except bake.TopologyError as exc:
+            why = str(exc).rstrip() + " "
+    return f"{why}To animate '{obj.name}' as your own character, fit it first (Fit button)"
 
 
 # ------------------------------------------------------------------------------ requests

@@ -274,7 +274,10 @@ def _mel_filters(n_mels: int) -> Tensor:
             fe = WhisperFeatureExtractor(
                 feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP, chunk_length=30, n_fft=N_FFT
             )
-            f = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32))
+            # a normal tensor even when first built under torch.inference_mode (encode() runs
+            # there): an inference tensor in the cache would break later autograd callers
+            with torch.inference_mode(False):
+                f = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).clone()
             _MEL_CACHE[n_mels] = f
     return f
 
