@@ -138,3 +138,10 @@ def test_too_few_landmarks_named(tmp_path):
     p.write_text(json.dumps({"nose_tip": 1, "mouth_centre": 2}))
     with pytest.raises(LandmarkError, match="2 of the 6 landmarks.*mouth_corner_l"):
         fit_or_load(check_mesh(c.vertices, c.faces), template(), up="z", landmarks=str(p))
+
+
+def test_auto_up_finds_the_stylised_head():
+    """Regression: the quick up-axis pass missed the stylised head that the fit itself finds; a
+    Z-up mesh fitted with the default ``up="auto"`` must not be refused."""
+    c = character("stylised")
+    assert choose_up(check_mesh(c.vertices, c.faces)) == "z"
