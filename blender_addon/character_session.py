@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,7 +28,8 @@ import bpy
 from . import bake, character, engine_process, formats
 from . import character_files as cf
 from .character_bake import WeightBakeOptions, bake_weights
-from .session import GenerateError, GenerateRequest, GenerateSession, default_checkpoint, explain_failure
+from .session import (EngineSession, GenerateError, GenerateRequest, GenerateSession, default_checkpoint,
+                      explain_failure)
 
 UP = {"AUTO": "auto", "Z": "z", "Y": "y"}
 
@@ -231,22 +231,12 @@ class FitResult:
     seconds: float
 
 
-class FitSession:
+class FitSession(EngineSession):
     """``python -m engine fit`` on the object's rest mesh; the fit is stored on the object."""
 
     def __init__(self, scene: bpy.types.Scene, request: FitRequest):
-        self.scene = scene
-        self.req = request
-        self.job: engine_process.EngineJob | None = None
-        self.tmpdir: str | None = None
-        self.out_path: str | None = None
+        super().__init__(scene, request)
         self.mesh_fp = ""
-
-    def target(self) -> bpy.types.Object:
-        obj = bpy.data.objects.get(self.req.object_name)
-        if obj is None:
-            raise GenerateError(f"Object '{self.req.object_name}' not found.")
-        return bake.check_target(obj)
 
     def prepare(self) -> list[str]:
         r = self.req
@@ -282,20 +272,6 @@ class FitSession:
             raise GenerateError(str(exc)) from exc
         return cmd
 
-    def start(self) -> engine_process.EngineJob:
-        cmd = self.prepare()
-        env = engine_process.engine_env(self.req.engine_root, self.req.extra_paths)
-        try:
-            self.job = engine_process.EngineJob(cmd, env=env, cwd=self.tmpdir).start()
-        except engine_process.EngineError:
-            self.cleanup()
-            raise
-        return self.job
-
-    def poll(self) -> engine_process.JobState:
-        assert self.job is not None, "start() first"
-        return self.job.poll()
-
     def finish(self) -> FitResult:
         assert self.job is not None, "start() first"
         st = self.job.state
@@ -313,22 +289,3 @@ class FitSession:
                              float(summary.meta.get("seconds", 0.0)))
         finally:
             self.cleanup()
-
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        if self.tmpdir and os.path.isdir(self.tmpdir):
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-        self.tmpdir = None
-
-    def run(self, timeout: float | None = None) -> FitResult:
-        job = self.start()
-        try:
-            job.wait(timeout=timeout)
-        except BaseException:
-            self.cancel()
-            raise
-        return self.finish()

@@ -99,25 +99,82 @@ def explain_failure(message: str, python: str) -> str:
     return message
 
 
-class GenerateSession:
-    def __init__(self, scene: bpy.types.Scene, request: GenerateRequest):
+class EngineSession:
+    """One engine child process for a request: the steps every Parley operator shares.
+
+    Subclasses implement ``prepare`` (checks + the engine command; may create ``self.tmpdir``)
+    and ``finish`` (use the engine's output once the job finished)."""
+
+    def __init__(self, scene: bpy.types.Scene, request: Any):
         self.scene = scene
         self.req = request
         self.job: engine_process.EngineJob | None = None
         self.tmpdir: str | None = None
         self.out_path: str | None = None
-        self.info: formats.CheckpointInfo | None = None
-        self.fps: float = 30.0
-        self.result: bake.BakeResult | None = None
-        self.clip = request.clip or bake.clip_name(request.audio_path)
 
-    # -- steps ---------------------------------------------------------------------------
     def target(self) -> bpy.types.Object:
         obj = bpy.data.objects.get(self.req.object_name)
         if obj is None:
             raise GenerateError(f"Object '{self.req.object_name}' not found.")
         return bake.check_target(obj)
 
+    def prepare(self) -> list[str]:
+        raise NotImplementedError
+
+    def finish(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> engine_process.EngineJob:
+        cmd = self.prepare()
+        env = engine_process.engine_env(self.req.engine_root, self.req.extra_paths)
+        try:
+            self.job = engine_process.EngineJob(cmd, env=env, cwd=self.tmpdir).start()
+        except engine_process.EngineError:
+            self.cleanup()
+            raise
+        return self.job
+
+    def poll(self) -> engine_process.JobState:
+        assert self.job is not None, "start() first"
+        return self.job.poll()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        if self.tmpdir and os.path.isdir(self.tmpdir):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self.tmpdir = None
+        temp_files = getattr(self.req, "temp_files", None)
+        for path in temp_files or ():
+            if os.path.isfile(path):
+                os.unlink(path)
+        if temp_files:
+            temp_files.clear()
+
+    def run(self, timeout: float | None = None,
+            on_progress: Callable[[engine_process.JobState], Any] | None = None) -> Any:
+        """Synchronous: start, wait, finish (headless batch and ``execute``)."""
+        job = self.start()
+        try:
+            job.wait(timeout=timeout, on_progress=on_progress)
+        except BaseException:
+            self.cancel()
+            raise
+        return self.finish()
+
+
+class GenerateSession(EngineSession):
+    def __init__(self, scene: bpy.types.Scene, request: GenerateRequest):
+        super().__init__(scene, request)
+        self.info: formats.CheckpointInfo | None = None
+        self.fps: float = 30.0
+        self.result: bake.BakeResult | None = None
+        self.clip = request.clip or bake.clip_name(request.audio_path)
+
+    # -- steps ---------------------------------------------------------------------------
     def prepare(self) -> list[str]:
         """All checks that can fail before the engine runs; returns the engine command."""
         r = self.req
@@ -171,20 +228,6 @@ class GenerateSession:
         self.req.python = python
         return engine_process.build_animate_command(python, ereq, entry=r.engine_entry)
 
-    def start(self) -> engine_process.EngineJob:
-        cmd = self.prepare()
-        env = engine_process.engine_env(self.req.engine_root, self.req.extra_paths)
-        try:
-            self.job = engine_process.EngineJob(cmd, env=env, cwd=self.tmpdir).start()
-        except engine_process.EngineError:
-            self.cleanup()
-            raise
-        return self.job
-
-    def poll(self) -> engine_process.JobState:
-        assert self.job is not None, "start() first"
-        return self.job.poll()
-
     def finish(self) -> bake.BakeResult:
         """Bake the engine's output (call once the job finished)."""
         assert self.job is not None, "start() first"
@@ -217,31 +260,6 @@ class GenerateSession:
             return dest
         finally:
             self.cleanup()
-
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        if self.tmpdir and os.path.isdir(self.tmpdir):
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-        self.tmpdir = None
-        for path in self.req.temp_files:
-            if os.path.isfile(path):
-                os.unlink(path)
-        self.req.temp_files.clear()
-
-    def run(self, timeout: float | None = None,
-            on_progress: Callable[[engine_process.JobState], Any] | None = None) -> bake.BakeResult:
-        """Synchronous: start, wait, bake (headless batch and ``execute``)."""
-        job = self.start()
-        try:
-            job.wait(timeout=timeout, on_progress=on_progress)
-        except BaseException:
-            self.cancel()
-            raise
-        return self.finish()
 
 
 @dataclass
