@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.retarget_common import CELL, template
 from training.benchmark import Method
 from training.benchmark_characters import run_characters, score
 from training.characters import rig_speech
-from tests.retarget_common import CELL, template
 
 
 def _clip():
@@ -41,9 +41,10 @@ def test_characters_set_scores_the_retarget_on_the_character():
 
 
 def test_score_is_zero_against_itself_and_counts_units():
-    from training.benchmark_characters import prepare
     import tempfile
     from pathlib import Path
+
+    from training.benchmark_characters import prepare
 
     c = _clip()
     with tempfile.TemporaryDirectory() as td:

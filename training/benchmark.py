@@ -35,9 +35,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -188,7 +188,7 @@ def aggregate(clips: list[dict], phones: list[dict], gt_phones: list[dict] | Non
         out["closure_mid"] = float((cat["bil_mid"] < cat["thr"]).mean())
         out["closure_any"] = float((cat["bil_any"] < cat["thr"]).mean())
         out["bilabial_gap"] = float(np.median(cat["bil_mid"]))
-        out["n_bilabial"] = int(len(cat["bil_mid"]))
+        out["n_bilabial"] = len(cat["bil_mid"])
         out["closure_by_phone"] = {lab: {"mid": float((cat["bil_mid"][sel] < cat["thr"][sel]).mean()),
                                          "any": float((cat["bil_any"][sel] < cat["thr"][sel]).mean()),
                                          "n": int(sel.sum())}
@@ -196,11 +196,11 @@ def aggregate(clips: list[dict], phones: list[dict], gt_phones: list[dict] | Non
     if cat and len(cat["labiodental"]):
         out["labiodental"] = float((cat["labiodental"] < cat["thr_ld"]).mean())
         out["labiodental_dist"] = float(np.median(cat["labiodental"]))
-        out["n_labiodental"] = int(len(cat["labiodental"]))
+        out["n_labiodental"] = len(cat["labiodental"])
     if cat and len(cat["narrow"]):
         out["rounding_narrow"] = float(np.mean(cat["narrow"]))
         out["rounding_protrude"] = float(np.mean(cat["protrude"]))
-        out["n_rounded"] = int(len(cat["narrow"]))
+        out["n_rounded"] = len(cat["narrow"])
     if cat and len(cat["open"]):
         out["open_gap"] = float(np.median(cat["open"]))
         if gt_phones:
@@ -292,7 +292,8 @@ def markdown(results: dict) -> str:
 
 
 def resolve_sets(names: list[str], args: argparse.Namespace, log) -> dict[str, list[Clip]]:
-    from training.benchmark_sets import SETS as TWISTERS, build_set
+    from training.benchmark_sets import SETS as TWISTERS
+    from training.benchmark_sets import build_set
 
     out: dict[str, list[Clip]] = {}
     for n in names:

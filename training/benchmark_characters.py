@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def _aggregate(clips: list[dict], phones: list[dict], seconds: float, audio: flo
     if len(cat["mid"]):
         out["closure_mid"] = float((cat["mid"] < cat["thr"]).mean())
         out["closure_any"] = float((cat["any"] < cat["thr"]).mean())
-        out["n_bilabial"] = int(len(cat["mid"]))
+        out["n_bilabial"] = len(cat["mid"])
     if len(cat["open"]):
         g = float(np.median(cat["open_gt"]))
         out["open_gap_ratio"] = float(np.median(cat["open"]) / g) if g > 0 else float("nan")
