@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from engine.fileio import atomic_path
 from engine.retarget.geometry import (
     SurfaceIndex,
     closest_points,
+    edge_graph,
     mesh_laplacian,
     umeyama,
     vertex_normals,
@@ -178,10 +178,7 @@ def _geodesic_sides(v: np.ndarray, f: np.ndarray, upper_rows: np.ndarray, lower_
     teeth are next to the upper lip even where they hang below the lip line, and the two lips
     only meet at the corners, so this is right where "above/below the line" is not."""
     from scipy.sparse.csgraph import dijkstra
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1) + 1e-12
-    G = sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
-                      shape=(len(v), len(v)))
+    G = edge_graph(v, f)
     du = dijkstra(G, directed=False, indices=np.unique(upper_rows), min_only=True, limit=limit)
     dl = dijkstra(G, directed=False, indices=np.unique(lower_rows), min_only=True, limit=limit)
     side = fallback.astype(np.int8).copy()

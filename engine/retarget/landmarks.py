@@ -40,7 +40,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
+from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
+
+from engine.retarget.geometry import edge_graph
 
 __all__ = ["REQUIRED", "FaceFrame", "LandmarkError", "Landmarks", "find_face", "load_landmarks_json", "refine_mouth", "surface_samples"]
 
@@ -252,6 +255,7 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
            "mouth_centre": np.array([0.0, 0.5 * (prof[i_ul] + prof[i_ll]), zc[i_st]])}
     lip_h = max(zc[i_ul] - zc[i_ll], 4 * step)
     slit: list[np.ndarray] = [pts["mouth_centre"]]
+    traced: dict[str, tuple[np.ndarray | None, list[np.ndarray]]] = {}
     for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
         z_prev, last, path = zc[i_st], None, []
         dx = 0.08 * mouth_halfwidth
@@ -276,6 +280,16 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
             z_prev = zz[j]
             last = np.array([xs, max(pp[j:].min(), pp[:j + 1].min()), zz[j]])
             path.append(last)
+        traced[name] = (last, path)
+    cut = _slit_corners(frame, X, frame.canonical(np.stack([pts["upper_lip"], pts["lower_lip"]])),
+                        zc[i_st], mouth_halfwidth)
+    for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
+        last, path = traced[name]
+        if cut is not None:
+            # the slit's own end wins over the groove trace (see _slit_corners); the traced line is
+            # kept only up to it
+            last = cut[name]
+            path = [q for q in path if side * q[0] < side * last[0]] + [last]
         if last is None:
             raise LandmarkError("could not trace the lip line to the mouth corners; place landmarks: "
                                 "pass --landmarks lm.json with vertex indices for " + ", ".join(REQUIRED))
@@ -285,6 +299,83 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
     out["nose_tip"] = frame.nose_tip
     return Landmarks(points=out, source="auto", facing_deg=frame.facing_deg,
                      symmetry_error=frame.symmetry_error, slit=frame.canonical(np.stack(slit)))
+
+
+def _slit_corners(frame: FaceFrame, samples_local: np.ndarray, lips: np.ndarray, z_st: float,
+                  mouth_halfwidth: float) -> dict[str, np.ndarray] | None:
+    """The mouth corners as the two ends of the slit, in face-local coordinates (``None`` when the
+    mesh shows no slit, e.g. lips modelled fused).
+
+    A mouth that can open is cut between the corners: two surface points facing each other across
+    the lip line are close in space but far apart along the surface (the path goes around a
+    corner, or through the mouth bag), while past the corners the skin is one piece and the two
+    distances agree.  So: geodesic (edge-path) distances from the upper-lip and the lower-lip
+    landmark; pairs of front-visible vertices within 0.35 mouth half-widths of each other whose
+    distances to the two landmarks differ by more than 2.5x their spacing are "across the slit";
+    the corners lie just beyond the outermost such pairs on each side (at least 3 pairs agreeing
+    within 5% of a half-width, so one odd pair cannot move a corner): a pair ``delta`` short of
+    the corner is ~``2 delta`` apart along each lip's distance field (the path goes around the
+    corner), so the corner is ~jump/4 beyond it (median over the outermost five pairs).  The groove trace this replaces stopped
+    where the groove became shallower than a quarter of its depth at the centre: where the lips
+    press together the centre groove is well under a millimetre, as shallow as the faceting noise
+    of a remeshed head, and the trace stopped anywhere from 3 mm to 45 mm from the centre.
+    """
+    if frame.mesh is None:
+        return None
+    mv, mf = frame.mesh
+    hw = mouth_halfwidth
+    L = frame.local(mv)
+    used = np.unique(mf)
+    near = used[(np.abs(L[used, 0]) < 2.5 * hw) & (np.abs(L[used, 2] - z_st) < 0.8 * hw)]
+    if len(near) < 10:
+        return None
+    # front-visible: within 2 mm-ish (0.1 half-widths) of the front-most surface sample in its
+    # (x, z) cell -- the teeth and the mouth bag behind closed lips are not candidates
+    cell = 0.08 * hw
+    S = samples_local[(np.abs(samples_local[:, 0]) < 2.6 * hw) & (np.abs(samples_local[:, 2] - z_st) < 0.9 * hw)]
+    key = lambda Q: (np.floor(Q[:, 0] / cell).astype(np.int64) * 100003 + np.floor(Q[:, 2] / cell).astype(np.int64))
+    ks, inv = np.unique(key(S), return_inverse=True)
+    front = np.full(len(ks), np.inf)
+    np.minimum.at(front, inv, S[:, 1])
+    pos = np.searchsorted(ks, key(L[near]))
+    known = (pos < len(ks)) & (ks[np.minimum(pos, len(ks) - 1)] == key(L[near]))
+    vis = known & (L[near, 1] <= front[np.minimum(pos, len(ks) - 1)] + 0.1 * hw)
+    cand = near[vis]
+    if len(cand) < 10:
+        return None
+    G = edge_graph(mv, mf)
+    src = [int(used[np.argmin(np.linalg.norm(mv[used] - p, axis=1))]) for p in lips]
+    D = dijkstra(G, directed=False, indices=src, limit=8.0 * hw)[:, cand]       # (2, C)
+    pairs = cKDTree(L[cand]).query_pairs(0.35 * hw, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    a, b = pairs[:, 0], pairs[:, 1]
+    ok = np.isfinite(D[:, a]).all(0) & np.isfinite(D[:, b]).all(0)
+    a, b = a[ok], b[ok]
+    spacing = np.linalg.norm(mv[cand[a]] - mv[cand[b]], axis=1)
+    jump = np.abs(D[:, a] - D[:, b]).sum(0)
+    across = jump > 2 * 2.5 * np.maximum(spacing, 1e-12)
+    mids = 0.5 * (L[cand[a[across]]] + L[cand[b[across]]])
+    reach = jump[across] / 4.0
+    out = {}
+    for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
+        on = side * mids[:, 0] > 0
+        m, r = mids[on], reach[on]
+        order = np.argsort(-side * m[:, 0])
+        xs = side * m[order, 0]
+        i0 = next((i for i in range(len(xs) - 2) if xs[i] - xs[i + 2] < 0.05 * hw), None)
+        if i0 is None:
+            return None
+        # a pair delta short of the corner is ~2 delta apart around it, along each of the two
+        # lips' distance fields: the corner is ~jump/4 beyond the pair (the outermost five)
+        top = order[i0:i0 + 5]
+        xc = float(np.median(side * m[top, 0] + r[top]))
+        zc_ = float(np.median(m[top, 2]))
+        k = np.searchsorted(ks, key(np.array([[side * xc, 0.0, zc_]])))[0]
+        hit = k < len(ks) and ks[k] == key(np.array([[side * xc, 0.0, zc_]]))[0]
+        depth = float(front[k]) if hit else float(np.median(m[top, 1]))
+        out[name] = np.array([side * xc, depth, zc_])
+    return out
 
 
 def load_landmarks_json(path: str | os.PathLike, num_vertices: int) -> dict[str, int]:
