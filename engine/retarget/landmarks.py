@@ -37,6 +37,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
@@ -283,13 +284,22 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
         traced[name] = (last, path)
     cut = _slit_corners(frame, X, frame.canonical(np.stack([pts["upper_lip"], pts["lower_lip"]])),
                         zc[i_st], mouth_halfwidth)
+    if cut is not None and abs(cut["stomion_z"] - zc[i_st]) > 0.25 * lip_h:
+        # the strongest kink is not on the slit (a mouth without interior is a hole there, which
+        # the front-most profile reads as flat): the stomion is where the slit crosses the mid-line
+        i_st = int(np.argmin(np.abs(zc - cut["stomion_z"])))
+        i_ul = i_st + 1 + int(np.argmin(prof[i_st + 1:i_st + 1 + span]))
+        i_ll = max(0, i_st - span) + int(np.argmin(prof[max(0, i_st - span):i_st]))
+        pts.update({"upper_lip": np.array([0.0, prof[i_ul], zc[i_ul]]),
+                    "lower_lip": np.array([0.0, prof[i_ll], zc[i_ll]]),
+                    "mouth_centre": np.array([0.0, 0.5 * (prof[i_ul] + prof[i_ll]), zc[i_st]])})
     for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
         last, path = traced[name]
         if cut is not None:
-            # the slit's own end wins over the groove trace (see _slit_corners); the traced line is
-            # kept only up to it
+            # the slit's own end wins over the groove trace (see _slit_corners), and the slit's
+            # line is where the pairs across it are
             last = cut[name]
-            path = [q for q in path if side * q[0] < side * last[0]] + [last]
+            path = [q for q in cut["line"] if side * q[0] > 0 and side * q[0] < side * last[0]] + [last]
         if last is None:
             raise LandmarkError("could not trace the lip line to the mouth corners; place landmarks: "
                                 "pass --landmarks lm.json with vertex indices for " + ", ".join(REQUIRED))
@@ -302,9 +312,10 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
 
 
 def _slit_corners(frame: FaceFrame, samples_local: np.ndarray, lips: np.ndarray, z_st: float,
-                  mouth_halfwidth: float) -> dict[str, np.ndarray] | None:
-    """The mouth corners as the two ends of the slit, in face-local coordinates (``None`` when the
-    mesh shows no slit, e.g. lips modelled fused).
+                  mouth_halfwidth: float) -> dict[str, Any] | None:
+    """The mouth corners as the two ends of the slit, in face-local coordinates, plus the slit's
+    line (``line``, points outward from the middle) and its height on the mid-line
+    (``stomion_z``); ``None`` when the mesh shows no slit, e.g. lips modelled fused.
 
     A mouth that can open is cut between the corners: two surface points facing each other across
     the lip line are close in space but far apart along the surface (the path goes around a
@@ -375,6 +386,12 @@ def _slit_corners(frame: FaceFrame, samples_local: np.ndarray, lips: np.ndarray,
         hit = k < len(ks) and ks[k] == key(np.array([[side * xc, 0.0, zc_]]))[0]
         depth = float(front[k]) if hit else float(np.median(m[top, 1]))
         out[name] = np.array([side * xc, depth, zc_])
+    # the slit's line: median pair midpoint per 10 %-of-a-half-width column, outward from the middle
+    col = np.round(mids[:, 0] / (0.1 * hw)).astype(np.int64)
+    line = [np.median(mids[col == c_], axis=0) for c_ in np.unique(col)]
+    out["line"] = sorted(line, key=lambda q: abs(q[0]))
+    centre = np.abs(mids[:, 0]) < 0.2 * hw
+    out["stomion_z"] = float(np.median(mids[centre, 2])) if centre.any() else float(z_st)
     return out
 
 
