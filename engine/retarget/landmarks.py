@@ -293,6 +293,7 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
         pts.update({"upper_lip": np.array([0.0, prof[i_ul], zc[i_ul]]),
                     "lower_lip": np.array([0.0, prof[i_ll], zc[i_ll]]),
                     "mouth_centre": np.array([0.0, 0.5 * (prof[i_ul] + prof[i_ll]), zc[i_st]])})
+        slit = [pts["mouth_centre"]]
     for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
         last, path = traced[name]
         if cut is not None:
