@@ -15,8 +15,11 @@ How (all in the canonical frame: Z up, face toward -Y, see :mod:`engine.retarget
    densely re-sampled mid-line profile; the stomion is the strongest concave kink (or the gap
    of an open mouth) within 40% of a mouth half-width, the lips the most protruding points
    just above and below it.
-4. **Mouth corners.** Profiles of thin vertical slices walk outward along the lip line; the
-   corner is where the groove between the lips fades (< 25% of its depth at the centre).
+4. **Mouth corners** (:func:`_slit_corners`): the two ends of the slit -- where points facing
+   each other across the lip line stop being far apart along the surface.  The pairs across the
+   slit also give its line and, when the mid-line profile's strongest kink is off the slit (a
+   mouth without interior is a hole there), the stomion.  Profiles of thin vertical slices
+   walking outward along the groove are the fallback for a mesh without a slit.
 
 Why not a 2-D face-landmark model on a rendering: the offline mediapipe face mesh
 (``mediapipe==0.10.14``) would add jax, OpenCV and protobuf to the engine's dependencies; the
@@ -217,8 +220,8 @@ def find_face(v: np.ndarray, f: np.ndarray, num_samples: int = 40000) -> FaceFra
 def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) -> Landmarks:
     """Step 3-4 near a guess of the mouth centre (canonical; from the coarse template fit):
     the stomion is the strongest concave kink (or the gap of an open mouth) of the mid-line
-    profile within +-40% of the mouth half-width of the guess; the corners are traced along the
-    groove.  Returns all :data:`REQUIRED` landmarks (upper/lower lip: the profile's most
+    profile within +-40% of the mouth half-width of the guess; the corners are the slit's ends
+    (traced along the groove on a mesh without a slit).  Returns all :data:`REQUIRED` landmarks (upper/lower lip: the profile's most
     protruding points just above/below the stomion)."""
     H = frame.height
     g_c = np.asarray(guess, np.float64)
