@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # A missing dependency must end the server at once with its ModuleNotFoundError (the add-on
+    # turns that into "Install Engine Dependencies"), not later as a confusing per-request error.
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    import engine.cli_animate  # noqa: F401
     from engine.serve import Server, preload_model, protect_stdout
 
     server = Server(out=protect_stdout())

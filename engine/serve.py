@@ -11,6 +11,7 @@ files, and outputs are files written atomically by the commands themselves)::
     -> {"cancel": "r1"}                                                           # stop that request
     -> {"shutdown": true}                                    # (or EOF on stdin) cancel and exit 0
     <- {"event": "ready", "pid": 123, "version": "0.1.0", "device": "cpu", "checkpoint": "...", "seconds": 3.9}
+    <- {"event": "start", "id": "r1"}                           # the request began (it may touch files now)
     <- {"event": "progress", "id": "r1", "stage": "encode", "fraction": 0.5}          # the CLI's events,
     <- {"event": "done", "id": "r1", "out": "a.pc2", "frames": 150, ...}              # tagged with the id
     <- {"event": "error", "id": "r1", "message": "..."}                               # this request failed
@@ -58,11 +59,11 @@ class AnimatorCache:
 
     def get(self, checkpoint: str, device: str = "auto") -> Any:
         from engine.checkpoint import resolve_checkpoint_path
-        from engine.inference import Animator
+        from engine.inference import Animator, resolve_device
 
         path = resolve_checkpoint_path(checkpoint)
         st = os.stat(path)
-        key = (str(path), st.st_size, st.st_mtime_ns, device)
+        key = (str(path), st.st_size, st.st_mtime_ns, str(resolve_device(device)))
         if key != self.key:
             self.animator, self.key = None, None  # free the old model before loading the new one
             self.animator = Animator.from_checkpoint(path, device=device)
@@ -217,13 +218,16 @@ class Server:
         try:
             if not rid or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
                 raise ValueError('a request is {"id": "...", "argv": ["animate", ...]}')
-            if self.cancel_requested():
+            if self.cancel_requested():  # cancelled while queued: never started, touched nothing
                 raise Cancelled()
+            self.send({"event": "start", "id": rid})
             rc = (self.handler or self._engine_handler)(argv)
             if rc != 0:
                 status, message = "error", f"the command ended with status {rc}"
         except Cancelled:
             status = "cancelled"
+        except SystemExit as exc:  # a handler's sys.exit / argparse error: this request only
+            status, message = "error", f"the command exited with status {exc.code} (see the engine's log)"
         except Exception as exc:  # noqa: BLE001 - one request's failure never ends the server
             from engine.cli import EXPECTED_ERRORS
 
