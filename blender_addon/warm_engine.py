@@ -53,6 +53,7 @@ class WarmEngine:
         self.log: deque[str] = deque(maxlen=200)
         self.ready: dict[str, Any] | None = None  # the 'ready' event once the model is loaded
         self.started_at = 0.0
+        self.ready_after: float | None = None  # seconds from Popen to 'ready' read (bench)
         self.jobs: dict[str, WarmJob] = {}
         self._proc: subprocess.Popen[str] | None = None
         self._queue: queue.Queue[tuple[str, str | None]] = queue.Queue()
@@ -165,6 +166,7 @@ class WarmEngine:
                     self.jobs.pop(job.rid, None)
             elif event["event"] == "ready":
                 self.ready = event
+                self.ready_after = time.monotonic() - self.started_at
             elif event["event"] in ("warning", "error"):
                 self.log.append(f"{event['event']}: {event.get('message', '')}")
         if self._open_streams <= 0 and self._proc is not None and self._proc.poll() is not None and self.jobs:
@@ -190,6 +192,7 @@ class WarmJob:
         self.state = JobState()
         self.stages: list[str] = []
         self.started = False  # the server began it ('start' event): it may be touching files
+        self.engine_seconds: float | None = None  # the server's own time for it ('end' event)
         self._error: str | None = None
 
     @property
@@ -266,6 +269,7 @@ class WarmJob:
         elif kind == "error":
             self._error = str(event.get("message", "unknown engine error"))
         elif kind == "end":
+            self.engine_seconds = event.get("seconds")
             status = event.get("status")
             if status == "ok" and st.result:
                 out = st.result.get("out")

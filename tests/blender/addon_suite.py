@@ -107,6 +107,9 @@ def set_engine(kind: str, env: dict[str, str] | None = None) -> None:
     """Point the add-on at the engine interpreter and the real or fake entry point."""
     prefs = bpy.context.preferences.addons[CFG["module"]].preferences
     prefs.interpreter_path = CFG["engine_python"]
+    # this suite checks the one-shot engine process (pids killed on cancel …); the warm engine is
+    # covered by tests/test_addon_warm_engine.py, the window suite and the batch tests
+    prefs.keep_engine_warm = False
     ops = sub("operators")
     if not hasattr(ops, "_orig_request"):
         ops._orig_request = ops.request_from_context
