@@ -140,8 +140,9 @@ def run_window(clicks: int, mode: str, keep: str | None = None) -> dict[str, Any
     import subprocess
 
     repo = Path(__file__).resolve().parents[1]
-    tools = {t: shutil.which(t) for t in ("blender", "xvfb-run", "espeak-ng")}
-    missing = [t for t, path in tools.items() if path is None]
+    found = {t: shutil.which(t) for t in ("blender", "xvfb-run", "espeak-ng")}
+    missing = [t for t, path in found.items() if path is None]
+    tools = {t: str(path) for t, path in found.items()}
     if missing:
         raise SystemExit(f"--window needs {', '.join(missing)}: `make sysdeps` (Debian: apt-get install blender xvfb "
                          "espeak-ng python3-numpy)")
