@@ -60,8 +60,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split(")")[-1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:  # exited between the two checks
+        return False
 
 
 def test_requests_reuse_one_process_and_give_the_engine_job_interface(wav: str, tmp_path: Path) -> None:
@@ -173,3 +176,22 @@ def test_shutdown_kills_the_engine(wav: str, tmp_path: Path) -> None:
 def test_a_missing_interpreter_is_a_readable_error() -> None:
     with pytest.raises(ep.EngineError, match="Check the interpreter path"):
         we.submit(["/nonexistent/python", "-m", "engine"], ["animate"], _env())
+
+
+def test_the_engine_does_not_outlive_its_owner(wav: str, tmp_path: Path) -> None:
+    """Blender quitting (here: a Python process that used the warm engine and exits without
+    calling shutdown) leaves no engine behind: atexit stops it, EOF on its stdin would too."""
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from blender_addon import engine_process as ep, warm_engine as we\n"
+            f"job = we.submit({PREFIX!r}, {_argv(wav, tmp_path / 'o.pc2')!r}, ep.engine_env({str(ROOT)!r}))\n"
+            "assert job.wait(timeout=60).ok, job.state.message\n"
+            "print(job.pid, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pid = int(out.stdout.split()[-1])
+    t0 = time.monotonic()
+    while _alive(pid) and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert not _alive(pid), f"engine {pid} outlived the process that started it"
