@@ -140,8 +140,11 @@ class WarmEngine:
         try:
             self.send({"id": rid, "argv": list(argv)})
         except EngineError:
-            self.jobs.pop(rid, None)
-            raise
+            if self._proc is None or self._proc.poll() is None:
+                self.jobs.pop(rid, None)
+                raise
+            # it died before reading the request (e.g. a missing package at import): the job
+            # fails at its first poll with the exit code and the error line, like any crash
         return job
 
     def drain(self) -> None:
@@ -333,12 +336,7 @@ def submit(prefix: Sequence[str], argv: Sequence[str], env: dict[str, str] | Non
     """Send one CLI command (``argv`` without the interpreter ``prefix`` = [python, *entry]) to
     the warm server, starting or restarting it as needed."""
     python, entry = prefix[0], list(prefix[1:])
-    eng = start(python, entry, env, _option(argv, "--checkpoint"), _option(argv, "--device"))
-    try:
-        return eng.submit(argv)
-    except EngineError:  # died between the check and the write: one fresh start
-        eng = start(python, entry, env, _option(argv, "--checkpoint"), _option(argv, "--device"))
-        return eng.submit(argv)
+    return start(python, entry, env, _option(argv, "--checkpoint"), _option(argv, "--device")).submit(argv)
 
 
 def current() -> WarmEngine | None:

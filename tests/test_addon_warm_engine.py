@@ -195,3 +195,17 @@ def test_the_engine_does_not_outlive_its_owner(wav: str, tmp_path: Path) -> None
     while _alive(pid) and time.monotonic() - t0 < 5:
         time.sleep(0.05)
     assert not _alive(pid), f"engine {pid} outlived the process that started it"
+
+
+def test_an_engine_that_dies_at_import_names_the_missing_package(tmp_path: Path) -> None:
+    """The Engine Python lacks a dependency: the server dies before reading the request; the
+    request fails with the exception line (which the add-on turns into "Install Engine
+    Dependencies"), however fast it died."""
+    bad = tmp_path / "dies.py"
+    bad.write_text("import sys\nsys.stderr.write('Traceback (most recent call last):\\n  File \"x\"\\n"
+                   "ModuleNotFoundError: No module named \\'torch\\'\\n')\nsys.exit(1)\n")
+    for delay in (0.0, 0.5):  # written before or after it died
+        job = we.submit([sys.executable, str(bad)], ["animate", "--audio", "a.wav"], _env(D=str(delay)))
+        time.sleep(delay)
+        st = job.wait(timeout=30)
+        assert not st.ok and "exit code 1" in st.message and "No module named 'torch'" in st.message, st.message
