@@ -17,7 +17,8 @@ def register(subparsers: Any) -> None:
                    help="checkpoint to load before 'ready' (requests may name others; default: 'default')")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-warmup", action="store_true",
-                   help="skip running 1 s of silence through the model before 'ready'")
+                   help="skip running 1 s of silence through the model before 'ready' (it is skipped anyway "
+                        "when a request is already waiting)")
     p.set_defaults(func=run_serve)
 
 
@@ -28,8 +29,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import torch  # noqa: F401
 
     import engine.cli_animate  # noqa: F401
-    from engine.serve import Server, preload_model, protect_stdout
+    from engine.serve import Server, preload_model, protect_stdout, warm_model
 
     server = Server(out=protect_stdout())
-    return server.run(preload=preload_model(server.animators, args.checkpoint, args.device,
-                                            warmup=not args.no_warmup))
+    return server.run(preload=preload_model(server.animators, args.checkpoint, args.device),
+                      warmup=None if args.no_warmup else warm_model(server.animators))

@@ -185,9 +185,12 @@ class Server:
             self._requests.put(None)
 
     # ------------------------------------------------------------------ main loop
-    def run(self, preload: Callable[[], dict[str, Any]] | None = None) -> int:
+    def run(self, preload: Callable[[], dict[str, Any]] | None = None,
+            warmup: Callable[[], None] | None = None) -> int:
         """Serve until EOF/shutdown; returns the exit status (0).  ``preload`` runs before
-        ``ready`` (loading the model); its failure is reported and requests load on demand."""
+        ``ready`` (loading the model); its failure is reported and requests load on demand.
+        ``warmup`` runs after it only when no request is waiting (a first click already queued
+        would only wait longer for it)."""
         if self.out is None:
             self.out = sys.stdout
         threading.Thread(target=self._read, name="parley-serve-stdin", daemon=True).start()
@@ -198,6 +201,11 @@ class Server:
                 info = preload()
             except Exception as exc:  # noqa: BLE001 - a bad default checkpoint must not stop the server
                 self.send({"event": "warning", "message": f"could not preload the model: {exc}"})
+        if warmup is not None and info and self._requests.empty():
+            try:
+                warmup()
+            except Exception as exc:  # noqa: BLE001 - only an optimisation
+                self.send({"event": "warning", "message": f"warm-up failed: {exc}"})
         self.send({"event": "ready", "pid": os.getpid(), "version": _version(),
                    "seconds": round(time.perf_counter() - t0, 3), **info})
         while True:
@@ -264,18 +272,26 @@ def protect_stdout() -> IO[str]:
     return proto
 
 
-def preload_model(animators: AnimatorCache, checkpoint: str, device: str, warmup: bool = True) -> Callable[[], dict[str, Any]]:
-    """Load the checkpoint and encoders (and run 1 s of silence through them, so the first real
-    request does not pay torch's first-call costs); returns what ``ready`` reports."""
+def preload_model(animators: AnimatorCache, checkpoint: str, device: str) -> Callable[[], dict[str, Any]]:
+    """Load the checkpoint and encoders; returns what ``ready`` reports."""
 
     def load() -> dict[str, Any]:
-        import numpy as np
-
         import engine.cli_animate  # noqa: F401 - import the request path now, not at the first click
 
         anim = animators.get(checkpoint, device)
-        if warmup:
-            anim.animate(np.zeros(16000, np.float32))
         return {"checkpoint": str(animators.key[0]) if animators.key else checkpoint, "device": str(anim.device)}
 
     return load
+
+
+def warm_model(animators: AnimatorCache) -> Callable[[], None]:
+    """Run 1 s of silence through the loaded model, so the first real request does not pay
+    torch's first-call costs."""
+
+    def warm() -> None:
+        import numpy as np
+
+        if animators.animator is not None:
+            animators.animator.animate(np.zeros(16000, np.float32))
+
+    return warm
