@@ -117,6 +117,8 @@ class WarmEngine:
         self.jobs.clear()
 
     def kill(self) -> None:
+        """Ours, not a crash: the next request restarts it without a notice."""
+        self.death_reported = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(timeout=5)
