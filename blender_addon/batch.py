@@ -201,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"parley: [{i}/{len(clips)}] {clip}: {result.frames} frames from frame {result.start_frame} "
                   f"({result.mode.lower()}: {where}) -> {out} "
                   f"(engine {time.perf_counter() - t_engine - t_bake:.1f} s, bake {t_bake:.2f} s, "
-                  f"total {time.perf_counter() - t0:.1f} s)", flush=True)
+                  f"total {time.perf_counter() - t0:.1f} s, engine pid {session.job.pid})", flush=True)
         except (Exception, SystemExit) as exc:
             failures += 1
             for leftover in (tmp_out, tmp_out + "1"):
