@@ -32,6 +32,16 @@ FALLBACK_REQUIREMENTS = ["torch==2.13.0", "numpy<2", "scipy>=1.10", "soundfile>=
                          "hama==1.7.0"]
 
 
+def _engine_changed(self: Any, _context: Any) -> None:
+    """Another Engine Python, or the warm engine switched off: the running one is stale and is
+    stopped now (the next Generate starts the right one)."""
+    from . import warm_engine
+
+    eng = warm_engine.current()
+    if eng is not None and (not self.keep_engine_warm or eng.cmd[0] != interpreter(self)):
+        warm_engine.shutdown()
+
+
 class ParleyPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
@@ -39,14 +49,14 @@ class ParleyPreferences(bpy.types.AddonPreferences):
         name="Engine Python",
         description="Python interpreter that runs the Parley engine (an environment with torch and Parley). "
                     "Empty: Blender's own Python plus the add-on's dependency folder",
-        subtype="FILE_PATH", default="")
+        subtype="FILE_PATH", default="", update=_engine_changed)
     default_device: EnumProperty(  # type: ignore[valid-type]
         name="Default device", items=DEVICE_ITEMS, default="AUTO")
     keep_engine_warm: BoolProperty(  # type: ignore[valid-type]
         name="Keep the engine loaded",
         description="One engine process stays alive with the model loaded, so a click costs only the work "
-                    "(under a second for a short line) instead of a fresh start each time",
-        default=True)
+                    "(only the work itself) instead of starting the engine and loading the model each time",
+        default=True, update=_engine_changed)
     start_engine_on_enable: BoolProperty(  # type: ignore[valid-type]
         name="Start it when the add-on is enabled",
         description="Load the engine in the background when Blender starts, so even the first click is fast",
