@@ -141,6 +141,7 @@ def test_crash_message_names_the_exception(wav: str, tmp_path: Path) -> None:
     job = we.submit(PREFIX, _argv(wav, tmp_path / "x.pc2"), _env(PARLEY_FAKE_CRASH="1"))
     st = job.wait(timeout=60)
     assert not st.ok and "exit code 1" in st.message and "simulated crash inside the engine" in st.message
+    assert "File \"" not in st.message and "Traceback" not in st.message, st.message  # one line for the UI
 
 
 def test_killed_while_idle_restarts_on_the_next_request_and_says_so_once(wav: str, tmp_path: Path) -> None:

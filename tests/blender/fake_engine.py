@@ -76,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if SERVING:  # a real crash of the warm process, not an exception its server would report
             import traceback
 
-            traceback.print_stack(file=sys.stderr)
-            print("RuntimeError: simulated crash inside the engine", file=sys.stderr, flush=True)
+            try:
+                raise RuntimeError("simulated crash inside the engine")
+            except RuntimeError:
+                traceback.print_exc(file=sys.stderr)
+                sys.stderr.flush()
             os._exit(1)
         raise RuntimeError("simulated crash inside the engine")
     print("some library warning that is not JSON", flush=True)
