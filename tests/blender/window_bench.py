@@ -18,7 +18,7 @@ from collections.abc import Generator
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import window_rig  # noqa: E402
 import window_scenarios  # noqa: E402,F401  (install_legacy_zip builds the scenes)
-from window_rig import CFG, RESULTS, addon_mod, open_scene, scenario, set_engine, settings, view3d  # noqa: E402
+from window_rig import CFG, RESULTS, addon_mod, open_scene, scenario, set_engine, view3d  # noqa: E402
 from window_scenarios_warm import click_and_bake  # noqa: E402
 
 import bpy  # noqa: E402
@@ -45,8 +45,6 @@ def _timed_bake() -> tuple[list[float], object]:
 def bench_click_to_baked() -> Generator[float, None, str]:
     yield from open_scene("base")
     set_engine("real")
-    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"],
-             bake_mode=CFG.get("bench_mode", "CACHE"), start_frame=1, set_frame_range=True)
     warm = addon_mod("warm_engine")
     warm.shutdown()  # the first click is a cold start
     spent, orig = _timed_bake()
@@ -63,7 +61,7 @@ def bench_click_to_baked() -> Generator[float, None, str]:
 
             warm.submit = spy
             try:
-                seconds, pid, _ = yield from click_and_bake(f"click {i + 1}")
+                seconds, pid, _ = yield from click_and_bake(f"click {i + 1}", bake_mode=CFG.get("bench_mode", "CACHE"))
             finally:
                 warm.submit = submit
             eng = warm.current()

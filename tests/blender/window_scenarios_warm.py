@@ -42,8 +42,11 @@ from window_rig import (  # noqa: E402
 )
 
 
-def click_and_bake(what: str) -> Generator[float, None, tuple[float, int, list[str]]]:
-    """One Generate click until the operator ends; (seconds, engine pid, reports)."""
+def click_and_bake(what: str, **setup: object) -> Generator[float, None, tuple[float, int, list[str]]]:
+    """Panel settings (again: an Undo of the previous bake also undoes them), one Generate click
+    until the operator ends; (seconds, engine pid, reports)."""
+    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"], start_frame=1,
+             set_frame_range=True, **setup)
     clear_reports()
     t0 = time.monotonic()
     res = click("parley.generate")
@@ -63,11 +66,9 @@ def click_and_bake(what: str) -> Generator[float, None, tuple[float, int, list[s
 def warm_two_clicks_reuse_engine() -> Generator[float, None, str]:
     yield from open_scene("base")
     set_engine("real")
-    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"], bake_mode="CACHE",
-             start_frame=1, set_frame_range=True)
     times, pids = [], []
     for i in range(2):
-        s, pid, _ = yield from click_and_bake(f"click {i + 1}")
+        s, pid, _ = yield from click_and_bake(f"click {i + 1}", bake_mode="CACHE")
         times.append(s)
         pids.append(pid)
         with bpy.context.temp_override(**view3d()):
@@ -84,15 +85,13 @@ def warm_two_clicks_reuse_engine() -> Generator[float, None, str]:
 def warm_engine_killed_between_clicks() -> Generator[float, None, str]:
     yield from open_scene("base")
     set_engine("fake", {"PARLEY_FAKE_SLEEP": "0.05"})
-    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"], bake_mode="SHAPEKEYS",
-             start_frame=1, set_frame_range=True)
-    _, first, r1 = yield from click_and_bake("click before the kill")
+    _, first, _ = yield from click_and_bake("click before the kill", bake_mode="SHAPEKEYS")
     os.kill(first, signal.SIGKILL)
     yield from wait_until(lambda: not pid_alive(first), 5, "the engine to die")
     with bpy.context.temp_override(**view3d()):
         bpy.ops.ed.undo()
     yield 0.2
-    _, second, r2 = yield from click_and_bake("click after the kill")
+    _, second, r2 = yield from click_and_bake("click after the kill", bake_mode="SHAPEKEYS")
     expect(second != first and pid_alive(second), f"no new engine after the kill (pids {first}, {second})")
     said = [r for r in r2 if "had stopped" in r]
     expect(len(said) == 1 and "exit code -9" in said[0] and "restarted" in said[0],
@@ -100,7 +99,7 @@ def warm_engine_killed_between_clicks() -> Generator[float, None, str]:
     with bpy.context.temp_override(**view3d()):
         bpy.ops.ed.undo()
     yield 0.2
-    _, third, r3 = yield from click_and_bake("the click after that")
+    _, third, r3 = yield from click_and_bake("the click after that", bake_mode="SHAPEKEYS")
     expect(third == second, f"the third click started another engine ({second} -> {third})")
     expect(not any("had stopped" in r for r in r3), f"the notice was repeated: {r3}")
     # disabling the add-on kills the idle engine
