@@ -1,11 +1,11 @@
-"""One "Generate from Audio" run: validate → engine child process → bake, or clean up.
+"""One "Generate from Audio" run: validate → engine (warm process or child) → bake, or clean up.
 
 The interactive (modal) operator, its ``execute`` path, the headless batch script and the
 tests all drive this same class, so what the tests verify is what users run:
 
     s = GenerateSession(scene, request)
     s.prepare()          # checks (topology, files) — raises before anything is started
-    s.start()            # spawns the engine; the scene is not touched
+    s.start()            # a request to the warm engine (req.warm) or a fresh engine child; the scene is not touched
     while not s.poll().finished: ...     # a modal timer, or a sleep loop
     result = s.finish()  # bakes in one step (all-or-nothing) or raises with the engine's message
     s.cancel()           # at any time before finish: kills the engine, removes temp files
