@@ -272,7 +272,7 @@ class WarmJob:
         elif kind == "done":
             st.result = event
         elif kind == "error":
-            self._error = str(event.get("message", "unknown engine error"))
+            self._error = self._error or str(event.get("message", "unknown engine error"))
         elif kind == "end":
             self.engine_seconds = event.get("seconds")
             status = event.get("status")

@@ -101,6 +101,7 @@ class _RequestStream:
         self.server = server
         self.buf = ""
         self.encoding = "utf-8"
+        self.errored = False  # the command reported its own error event
 
     def write(self, text: str) -> int:
         self.buf += text
@@ -118,6 +119,7 @@ class _RequestStream:
         if isinstance(obj, dict) and isinstance(obj.get("event"), str):
             if s.current is not None:
                 obj["id"] = s.current
+            self.errored = self.errored or obj["event"] == "error"
             s.send(obj)
         elif line.strip():
             print(line, file=sys.stderr, flush=True)
@@ -222,7 +224,8 @@ class Server:
         with self._lock:
             self.current = rid
         real_stdout = sys.stdout
-        sys.stdout = _RequestStream(self)  # type: ignore[assignment]
+        stream = _RequestStream(self)
+        sys.stdout = stream  # type: ignore[assignment]
         try:
             if not rid or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
                 raise ValueError('a request is {"id": "...", "argv": ["animate", ...]}')
@@ -249,7 +252,7 @@ class Server:
             with self._lock:
                 self.current = None
                 self._cancelled.discard(rid)
-        if status == "error":
+        if status == "error" and not stream.errored:  # a command's own error message says more
             self.send({"event": "error", "id": rid, "message": message})
         self.send({"event": "end", "id": rid, "status": status, "seconds": round(time.perf_counter() - t0, 3)})
 

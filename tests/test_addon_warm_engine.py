@@ -123,6 +123,13 @@ def test_engine_error_is_per_request(wav: str, tmp_path: Path) -> None:
     assert good.wait(timeout=60).ok and good.pid == bad.pid
 
 
+def test_the_engine_s_own_error_message_reaches_the_user(wav: str, tmp_path: Path) -> None:
+    job = we.submit(PREFIX, _argv(wav, tmp_path / "x.pc2"), _env(PARLEY_FAKE_FAIL="1"))
+    st = job.wait(timeout=60)
+    assert not st.ok and st.message == "simulated engine failure: the audio is silent", st.message
+    assert job.pid is not None and _alive(job.pid)
+
+
 def test_crash_mid_request_fails_it_and_the_next_request_restarts(wav: str, tmp_path: Path) -> None:
     env = _env(PARLEY_FAKE_SLEEP="1.0")
     job = we.submit(PREFIX, _argv(wav, tmp_path / "x.pc2"), env)
