@@ -184,15 +184,17 @@ def run_window(clicks: int, mode: str, keep: str | None = None) -> dict[str, Any
 
 
 def window_table(bench: dict[str, Any]) -> str:
-    out = ["| click | engine | click -> baked (s) | engine start -> ready (s) | engine request (s) | bake (s) | "
-           "rest: polling, UI (s) |", "|---:|---|---:|---:|---:|---:|---:|"]
+    out = ["| click | engine | click -> baked (s) | engine start -> ready (s) [model load CPU s] | "
+           "engine request (s) [CPU s] | bake (s) | rest: polling, UI (s) | load average |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in bench["rows"]:
         ready = r["ready_after"] or 0.0
         engine = r["engine"] or 0.0
         rest = r["seconds"] - engine - r["bake"] - (ready if r["kind"] == "cold" else 0.0)
-        out.append(f"| {r['click']} | {r['kind']} | {r['seconds']:.2f} | "
-                   f"{'' if r['ready_after'] is None else f'{ready:.2f}'} | {engine:.2f} | {r['bake']:.3f} | "
-                   f"{max(0.0, rest):.2f} |")
+        start = "" if r["ready_after"] is None else f"{ready:.2f} [{r.get('ready_cpu') or 0:.2f}]"
+        out.append(f"| {r['click']} | {r['kind']} | {r['seconds']:.2f} | {start} | "
+                   f"{engine:.2f} [{r.get('engine_cpu') or 0:.2f}] | {r['bake']:.3f} | {max(0.0, rest):.2f} | "
+                   f"{r.get('load', '')} |")
     return "\n".join(out)
 
 

@@ -197,7 +197,8 @@ class WarmJob:
         self.state = JobState()
         self.stages: list[str] = []
         self.started = False  # the server began it ('start' event): it may be touching files
-        self.engine_seconds: float | None = None  # the server's own time for it ('end' event)
+        self.engine_seconds: float | None = None  # the server's own wall time for it ('end' event)
+        self.engine_cpu_seconds: float | None = None  # and its CPU time (all threads)
         self._error: str | None = None
 
     @property
@@ -275,6 +276,7 @@ class WarmJob:
             self._error = self._error or str(event.get("message", "unknown engine error"))
         elif kind == "end":
             self.engine_seconds = event.get("seconds")
+            self.engine_cpu_seconds = event.get("cpu_seconds")
             status = event.get("status")
             if status == "ok" and st.result:
                 out = st.result.get("out")

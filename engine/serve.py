@@ -10,12 +10,12 @@ files, and outputs are files written atomically by the commands themselves)::
     -> {"id": "r1", "argv": ["animate", "--audio", "a.wav", "--out", "a.pc2"]}   # any CLI command's arguments
     -> {"cancel": "r1"}                                                           # stop that request
     -> {"shutdown": true}                                    # (or EOF on stdin) cancel and exit 0
-    <- {"event": "ready", "pid": 123, "version": "0.1.0", "device": "cpu", "checkpoint": "...", "seconds": 3.9}
+    <- {"event": "ready", "pid": 123, "version": "0.1.0", "device": "cpu", "checkpoint": "...", "seconds": 3.9, "cpu_seconds": 4.1}
     <- {"event": "start", "id": "r1"}                           # the request began (it may touch files now)
     <- {"event": "progress", "id": "r1", "stage": "encode", "fraction": 0.5}          # the CLI's events,
     <- {"event": "done", "id": "r1", "out": "a.pc2", "frames": 150, ...}              # tagged with the id
     <- {"event": "error", "id": "r1", "message": "..."}                               # this request failed
-    <- {"event": "end", "id": "r1", "status": "ok|error|cancelled", "seconds": 0.41}  # always last
+    <- {"event": "end", "id": "r1", "status": "ok|error|cancelled", "seconds": 0.41, "cpu_seconds": 0.7}  # always last
 
 Requests run one at a time, in order, in the main thread, through the very handlers the CLI
 uses (:func:`engine.cli.build_parser`), so a warm request and a ``python -m engine animate``
@@ -209,7 +209,8 @@ class Server:
             except Exception as exc:  # noqa: BLE001 - only an optimisation
                 self.send({"event": "warning", "message": f"warm-up failed: {exc}"})
         self.send({"event": "ready", "pid": os.getpid(), "version": _version(),
-                   "seconds": round(time.perf_counter() - t0, 3), **info})
+                   "seconds": round(time.perf_counter() - t0, 3),
+                   "cpu_seconds": round(time.process_time(), 3), **info})  # since the process started
         while True:
             msg = self._requests.get()
             if msg is None or self._stopping.is_set():
@@ -219,7 +220,7 @@ class Server:
     def _serve_one(self, msg: dict[str, Any]) -> None:
         rid = str(msg.get("id", ""))
         argv = msg.get("argv")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         status, message = "ok", ""
         with self._lock:
             self.current = rid
@@ -254,7 +255,8 @@ class Server:
                 self._cancelled.discard(rid)
         if status == "error" and not stream.errored:  # a command's own error message says more
             self.send({"event": "error", "id": rid, "message": message})
-        self.send({"event": "end", "id": rid, "status": status, "seconds": round(time.perf_counter() - t0, 3)})
+        self.send({"event": "end", "id": rid, "status": status, "seconds": round(time.perf_counter() - t0, 3),
+                   "cpu_seconds": round(time.process_time() - c0, 3)})  # all threads: load-independent cost
 
     def _engine_handler(self, argv: list[str]) -> int:
         return run_cli_request(argv, self.animators)

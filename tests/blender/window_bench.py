@@ -66,9 +66,12 @@ def bench_click_to_baked() -> Generator[float, None, str]:
                 warm.submit = submit
             eng = warm.current()
             job = jobs[-1]
+            cold = i == 0 and eng.ready is not None
             rows.append({"click": i + 1, "kind": "cold" if i == 0 else "warm", "seconds": round(seconds, 3),
                          "ready_after": round(eng.ready_after, 3) if i == 0 and eng.ready_after else None,
-                         "engine": job.engine_seconds, "bake": round(spent[-1], 3), "pid": pid})
+                         "ready_cpu": eng.ready.get("cpu_seconds") if cold else None,
+                         "engine": job.engine_seconds, "engine_cpu": job.engine_cpu_seconds,
+                         "bake": round(spent[-1], 3), "pid": pid, "load": round(os.getloadavg()[0], 1)})
             with bpy.context.temp_override(**view3d()):
                 bpy.ops.ed.undo()
             yield 0.5
