@@ -118,7 +118,7 @@ def test_several_requests_in_a_row_are_answered_in_order_with_their_ids(fake_ser
         kinds = [e["event"] for e in evs]
         assert kinds[0] == "start" and kinds[-1] == "end" and "done" in kinds, kinds
         assert evs[-1]["status"] == "ok"
-        assert [e for e in evs if e["event"] == "done"][0]["out"] == str(tmp_path / f"o{i}.pc2")
+        assert next(e for e in evs if e["event"] == "done")["out"] == str(tmp_path / f"o{i}.pc2")
         assert (tmp_path / f"o{i}.pc2").stat().st_size > 24
     assert s.close() == 0  # EOF on stdin: clean exit
     # the fake prints a non-JSON line per request: it went to stderr, never onto the protocol pipe

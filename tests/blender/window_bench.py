@@ -16,12 +16,11 @@ import time
 from collections.abc import Generator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import window_rig  # noqa: E402
-import window_scenarios  # noqa: E402,F401  (install_legacy_zip builds the scenes)
-from window_rig import CFG, RESULTS, addon_mod, open_scene, scenario, set_engine, view3d  # noqa: E402
-from window_scenarios_warm import click_and_bake  # noqa: E402
-
-import bpy  # noqa: E402
+import bpy
+import window_rig
+import window_scenarios  # noqa: F401  (install_legacy_zip builds the scenes)
+from window_rig import CFG, RESULTS, addon_mod, open_scene, scenario, set_engine, view3d
+from window_scenarios_warm import click_and_bake
 
 
 def _timed_bake() -> tuple[list[float], object]:
@@ -54,9 +53,9 @@ def bench_click_to_baked() -> Generator[float, None, str]:
             jobs: list[object] = []
             submit = warm.submit
 
-            def spy(*a: object, **kw: object) -> object:
-                job = submit(*a, **kw)
-                jobs.append(job)
+            def spy(*a: object, _submit: object = submit, _jobs: list[object] = jobs, **kw: object) -> object:
+                job = _submit(*a, **kw)  # type: ignore[operator]
+                _jobs.append(job)
                 return job
 
             warm.submit = spy

@@ -18,8 +18,7 @@ from collections.abc import Generator
 
 import addon_utils
 import bpy
-
-from window_rig import (  # noqa: E402
+from window_rig import (
     CFG,
     MODULE,
     RESULTS,
