@@ -323,8 +323,10 @@ def start(python: str, entry: Sequence[str], env: dict[str, str] | None,
     if eng is not None:
         eng.drain()
         if not eng.alive and eng.key == key and not eng.death_reported:  # died while nobody waited for it
-            _NOTICE.append("the engine had stopped (" + eng.death_message().removeprefix("The engine ")
-                           .rstrip(".") + "); it was restarted")
+            log = list(eng.log)
+            why = crash_summary(log) if any(ln.startswith("Traceback") for ln in log) else ""
+            _NOTICE.append(f"the engine had stopped (exit code {eng.returncode}{';' + why if why else ''}); "
+                           "it was restarted")
         eng.stop()
         _ENGINE = None
     cmd = [python, *entry, "serve"]
