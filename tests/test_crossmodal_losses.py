@@ -1,0 +1,105 @@
+"""Paper 001's transcoder losses (eqs. 1-5) on hand-made cases, and one training step of the transcoder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.crossmodal import losses as L
+from training.crossmodal.config import TranscoderConfig
+from training.crossmodal.transcoder import Transcoder, TranscoderBatch
+
+
+def test_deneutralize_is_the_offset_from_the_neutral_code():
+    z = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    zbar = torch.tensor([[1.0, 1.0]])
+    assert torch.equal(L.deneutralize(z, zbar), torch.tensor([[0.0, 1.0], [2.0, 4.0]]))
+
+
+def test_pixel_l2_is_the_mean_rgb_distance_over_pixels():
+    a = torch.zeros(1, 3, 2, 2)
+    b = a.clone()
+    b[0, 0, 0, 0], b[0, 1, 0, 0] = 0.3, 0.4          # one pixel 0.5 away, three identical
+    assert L.pixel_l2(a, b).item() == pytest.approx(0.5 / 4, abs=1e-5)
+
+
+def test_ssim_is_one_for_identical_images_and_low_for_inverted_ones():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 16, 16, generator=g)
+    assert L.ssim(a, a).item() == pytest.approx(1.0, abs=1e-5)
+    assert L.ssim(a, 1 - a).item() < 0.0
+
+
+def test_gradient_loss_ignores_a_brightness_offset_but_sees_an_edge():
+    flat = torch.full((1, 3, 4, 4), 0.2)
+    assert L.gradient_loss(flat, flat + 0.3).item() == pytest.approx(0.0, abs=1e-7)
+    edge = flat.clone()
+    edge[..., :, 2:] = 0.6                            # a vertical edge of height 0.4 between columns 1 and 2
+    # horizontal differences: 4 rows x 3 columns, one column of them is 0.4 -> mean 0.4/3; vertical: 0
+    assert L.gradient_loss(edge, flat).item() == pytest.approx(0.4 / 3, abs=1e-6)
+
+
+def test_reconstruction_loss_without_standins_is_pixel_l2_and_standins_add():
+    a, b = torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.1)
+    assert L.reconstruction_loss(a, b).item() == pytest.approx(L.pixel_l2(a, b).item())
+    assert L.reconstruction_loss(a, b, 0.0, 1.0).item() == pytest.approx(L.pixel_l2(a, b).item())  # no edges
+    noisy = b.clone()
+    noisy[..., ::2, :] = 0.3
+    assert L.reconstruction_loss(noisy, b, 0.5, 1.0).item() > L.pixel_l2(noisy, b).item()
+
+
+def test_feature_and_cycle_losses_are_mean_euclidean_code_distances():
+    za = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    zr = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert L.feature_alignment_loss(za, zr).item() == pytest.approx(2.5, abs=1e-5)
+    assert L.cycle_loss(zr, za).item() == pytest.approx(2.5, abs=1e-5)
+
+
+def _batch(size=16, b=2, t=3, f=6):
+    g = torch.Generator().manual_seed(1)
+    return TranscoderBatch(features=torch.randn(b, t, f, generator=g),
+                           images_r=torch.rand(b, t, 3, size, size, generator=g),
+                           images_s=torch.rand(4, 3, size, size, generator=g),
+                           neutral_r=torch.rand(1, 3, size, size, generator=g),
+                           neutral_s=torch.rand(1, 3, size, size, generator=g))
+
+
+def _tiny_cfg(**kw):
+    return TranscoderConfig(latent=8, channels=4, speech_width=8, speech_heads=2, speech_layers=1, speech_radius=2, **kw)
+
+
+def test_transcoder_loss_terms_follow_the_config_and_reach_every_network():
+    torch.manual_seed(0)
+    net = Transcoder(_tiny_cfg(), feature_dim=6, size=16)
+    total, terms = net.losses(_batch())
+    assert set(terms) == {"rec", "cf", "cs", "ccl", "loss"}
+    total.backward()
+    for name in ("speech_encoder", "visual_encoder", "decoder_r", "decoder_s"):
+        grads = [p.grad for p in getattr(net, name).parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+    no_cycle = Transcoder(_tiny_cfg(w_ccl=0.0), feature_dim=6, size=16)
+    assert "ccl" not in no_cycle.losses(_batch())[1]
+
+
+def test_deneutralisation_changes_what_the_decoders_see():
+    torch.manual_seed(0)
+    a = Transcoder(_tiny_cfg(), feature_dim=6, size=16)
+    b = Transcoder(_tiny_cfg(deneutralize=False), feature_dim=6, size=16)
+    b.load_state_dict(a.state_dict())
+    batch = _batch()
+    assert a.losses(batch)[1]["cs"] != pytest.approx(b.losses(batch)[1]["cs"])
+    assert a.losses(batch)[1]["cf"] == pytest.approx(b.losses(batch)[1]["cf"])   # L_cf uses raw codes
+
+
+def test_transcoder_training_lowers_its_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    net = Transcoder(_tiny_cfg(), feature_dim=6, size=16)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    batch = _batch()
+    first = None
+    for _ in range(60):
+        loss, _ = net.losses(batch)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert net.losses(batch)[0].item() < 0.6 * first
