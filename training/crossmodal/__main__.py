@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("stage", choices=["renders", "regressor", "transcoder", "evaluate"])
     ap.add_argument("--config", default=None, help="the stage's TOML file (training/configs/crossmodal_<stage>.toml)")
     ap.add_argument("overrides", nargs="*", help="key=value (TOML literals) overriding the config")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     if a.stage == "renders":
         from training.crossmodal.config import RenderConfig, load_stage_config
         from training.crossmodal.renders import build_renders

@@ -24,12 +24,13 @@ class RenderConfig:
     size: int = 64                       # square RGB mouth crops
     s_identity: int = 10                 # the "CG character" (the shipped default head)
     r_identities: list[int] = field(default_factory=lambda: [0])   # the "filmed" speaker (train clips)
-    r_clips_per_identity: int = 100
+    r_clips_per_identity: int = 50
     r_test_identity: int = 11            # evaluation speaker (test clips, held-out sentences)
     r_test_clips: int = 20
     s_train: int = 6000
     s_val: int = 500
     seed: int = 0
+    parts: list[str] = field(default_factory=lambda: ["neutral", "S", "R_test", "R_train"])  # what to (re)render
 
 
 @dataclass

@@ -87,17 +87,23 @@ def build_renders(cfg: RenderConfig) -> dict[str, int]:
     topo = head.topology
     cam_s = mouth_camera(rig.template, topo, LOOK_S, cfg.size)
     counts: dict[str, int] = {}
-    # neutral images (controls at zero) of every identity in either domain
-    r_subjects = list(cfg.r_identities) + [cfg.r_test_identity]
-    r_neutral = []
-    for s in r_subjects:
-        h = build_head(s)
-        r_neutral.append(render_look(h.vertices[None], mouth_camera(h.vertices, topo, LOOK_R, cfg.size), LOOK_R,
-                                     cfg.size, rng)[0])
-    s_neutral = render_look(rig.pose(np.zeros((1, 13))), cam_s, LOOK_S, cfg.size, rng)[0]
-    _save_npz(out / "neutral.npz", S=s_neutral, R=np.stack(r_neutral),
-              R_subjects=np.array([f"synth_{s:02d}" for s in r_subjects]))
+    parts = set(cfg.parts)
+    unknown = parts - {"neutral", "S", "R_test", "R_train"}
+    if unknown:
+        raise ValueError(f"unknown render parts {sorted(unknown)}; choose from neutral, S, R_test, R_train")
+    if "neutral" in parts:      # neutral images (controls at zero) of every identity in either domain
+        r_subjects = list(cfg.r_identities) + [cfg.r_test_identity]
+        r_neutral = []
+        for s in r_subjects:
+            h = build_head(s)
+            r_neutral.append(render_look(h.vertices[None], mouth_camera(h.vertices, topo, LOOK_R, cfg.size), LOOK_R,
+                                         cfg.size, rng)[0])
+        s_neutral = render_look(rig.pose(np.zeros((1, 13))), cam_s, LOOK_S, cfg.size, rng)[0]
+        _save_npz(out / "neutral.npz", S=s_neutral, R=np.stack(r_neutral),
+                  R_subjects=np.array([f"synth_{s:02d}" for s in r_subjects]))
     for split, n in (("S_val", cfg.s_val), ("S_train", cfg.s_train)):
+        if "S" not in parts:
+            break
         W = sample_sparse_controls(n, rng)
         imgs = np.empty((n, cfg.size, cfg.size, 3), dtype=np.uint8)
         for a in range(0, n, 256):
@@ -105,13 +111,18 @@ def build_renders(cfg: RenderConfig) -> dict[str, int]:
         _save_npz(out / f"{split}.npz", images=imgs, controls=W)
         counts[split] = n
         print(f"  {split}: {n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    r_test = _render_r(cfg, "test", [cfg.r_test_identity], cfg.r_test_clips, topo, rng)
-    _save_npz(out / "R_test.npz", **r_test)
-    r_train = _render_r(cfg, "train", list(cfg.r_identities), cfg.r_clips_per_identity, topo, rng)
-    _save_npz(out / "R_train.npz", **r_train)
-    counts.update(R_train=len(r_train["images"]), R_test=len(r_test["images"]))
+    if "R_test" in parts:
+        r_test = _render_r(cfg, "test", [cfg.r_test_identity], cfg.r_test_clips, topo, rng)
+        _save_npz(out / "R_test.npz", **r_test)
+        counts["R_test"] = len(r_test["images"])
+    if "R_train" in parts:
+        r_train = _render_r(cfg, "train", list(cfg.r_identities), cfg.r_clips_per_identity, topo, rng)
+        _save_npz(out / "R_train.npz", **r_train)
+        counts["R_train"] = len(r_train["images"])
+    old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
     meta = {"config": dataclasses.asdict(cfg), "looks": {"R": dataclasses.asdict(LOOK_R), "S": dataclasses.asdict(LOOK_S)},
-            "counts": counts, "seconds": round(time.time() - t0, 1)}
+            "counts": {**old.get("counts", {}), **counts},
+            "seconds": {**old.get("seconds", {}), **{p: round(time.time() - t0, 1) for p in parts}}}
     with atomic_write(out / "meta.json", "w", encoding="utf-8") as fh:
         fh.write(json.dumps(meta, indent=1))
     return counts
