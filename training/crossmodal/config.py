@@ -75,7 +75,7 @@ class TranscoderConfig:
     batch_clips: int = 4                 # R clips per step ...
     crop_frames: int = 8                 # ... cropped to this many consecutive frames
     batch_s: int = 16                    # S images per step (L_rec on S)
-    lr: float = 5e-4
+    lr: float = 1e-3
     w_rec: float = 1.0                   # eq. 2 (each domain)
     w_ssim: float = 0.2                  # perceptual stand-in: SSIM term in eq. 2 / L_cs
     w_grad: float = 0.5                  # perceptual stand-in: image-gradient term
@@ -83,6 +83,7 @@ class TranscoderConfig:
     w_cs: float = 1.0                    # eq. 3, image space
     w_ccl: float = 1.0                   # eq. 4 (0 = the no-cycle ablation)
     deneutralize: bool = True            # eq. 1 (false = the ablation)
+    align_stopgrad: bool = True          # L_cf / L_ccl do not train E_V (false = eqs. 3-4 as printed: codes collapse)
     paired_fraction: float = 0.0         # share of R train clips whose S-identity meshes are also used
     w_mesh: float = 1.0                  # weight of the paired mesh term (only when paired_fraction > 0)
     seed: int = 0
