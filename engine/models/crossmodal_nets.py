@@ -1,5 +1,10 @@
 """Networks of the cross-modal method (paper 001): speech encoder, visual encoder, image decoder,
-ResNet-34 face-to-geometry regressor.  Assembled by :mod:`engine.models.crossmodal` (what ships)
+ResNet-34 face-to-geometry regressor.
+
+Both encoders end in ``tanh``: the shared code lives in (-1, 1)^m.  Why (our choice, the paper
+does not say): the alignment terms (eqs. 3-4) are distances between codes, and without a bound
+the codes drifted -- collapsing to a point when the terms trained E_V, growing without limit
+when they did not (measured, README "Cross-modal").  Assembled by :mod:`engine.models.crossmodal` (what ships)
 and :mod:`training.crossmodal.transcoder` (what trains).
 
 Images are ``(N, 3, H, W)`` floats in [0, 1] with ``H = W = 2**k`` (64 by default).
@@ -52,7 +57,7 @@ class SpeechEncoder(nn.Module):
         x = self.inp(features)
         x = x + self.pos(x.transpose(1, 2)).transpose(1, 2)
         x = self.encoder(x, mask=band_mask(x.shape[1], self.radius, x.device))
-        return self.out(x)
+        return torch.tanh(self.out(x))
 
 
 # ---------------------------------------------------------------------- E_V, D_R, D_S
@@ -78,7 +83,7 @@ class VisualEncoder(nn.Module):
         self.fc = nn.Linear(c_in * 16, latent)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.fc(self.features(images * 2.0 - 1.0).flatten(1))
+        return torch.tanh(self.fc(self.features(images * 2.0 - 1.0).flatten(1)))
 
 
 class ImageDecoder(nn.Module):

@@ -75,7 +75,7 @@ class TranscoderConfig:
     batch_clips: int = 4                 # R clips per step ...
     crop_frames: int = 8                 # ... cropped to this many consecutive frames
     batch_s: int = 16                    # S images per step (L_rec on S)
-    lr: float = 1e-3
+    lr: float = 5e-4
     w_rec: float = 1.0                   # eq. 2 (each domain)
     w_ssim: float = 0.2                  # perceptual stand-in: SSIM term in eq. 2 / L_cs
     w_grad: float = 0.5                  # perceptual stand-in: image-gradient term
