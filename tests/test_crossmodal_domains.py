@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from training.crossmodal.config import RenderConfig, load_stage_config
-from training.crossmodal.domains import LOOK_R, LOOK_S, MOUTH_CONTROLS, mouth_camera, render_look, sample_sparse_controls
+from training.crossmodal.domains import (
+    LOOK_R,
+    LOOK_S,
+    MOUTH_CONTROLS,
+    mouth_camera,
+    render_look,
+    sample_sparse_controls,
+)
 from training.synthtalk.head import build_head
 from training.synthtalk.rig import CONTROLS, Rig
 

@@ -84,20 +84,19 @@ def test_checkpoint_round_trip_fp16(tmp_path):
 def test_three_stages_train_from_configs_and_the_cli_animates_a_wav(tmp_path):
     """The whole chain at toy scale: the stage configs, then ``python -m engine animate``."""
     run = [sys.executable, "-m", "training.crossmodal"]
-    env_cwd = dict(cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     r = tmp_path / "renders"
     subprocess.run(run + ["renders", "--config", "training/configs/crossmodal_renders.toml", f'out="{r}"',
-                          "size=32", "r_clips_per_identity=2", "r_test_clips=1", "s_train=24", "s_val=4"], **env_cwd)
+                          "size=32", "r_clips_per_identity=2", "r_test_clips=1", "s_train=24", "s_val=4"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     subprocess.run(run + ["regressor", "--config", "training/configs/crossmodal_regressor.toml", f'renders="{r}"',
-                          f'out="{tmp_path / "reg"}"', "image_size=16", "width=4", "steps=3", "batch_size=4"], **env_cwd)
+                          f'out="{tmp_path / "reg"}"', "image_size=16", "width=4", "steps=3", "batch_size=4"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     subprocess.run(run + ["transcoder", "--config", "training/configs/crossmodal_transcoder.toml", f'renders="{r}"',
                           f'out="{tmp_path / "tc"}"', f'regressor="{tmp_path / "reg" / "regressor.safetensors"}"',
                           f'feature_cache="{tmp_path / "cache"}"', "image_size=16", "steps=2", "latent=16",
-                          "speech_width=16", "batch_clips=2", "batch_s=4", "paired_fraction=0.5"], **env_cwd)
+                          "speech_width=16", "batch_clips=2", "batch_s=4", "paired_fraction=0.5"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     ckpt = tmp_path / "tc" / "crossmodal.safetensors"
     out = tmp_path / "a.npy"
     subprocess.run([sys.executable, "-m", "engine", "animate", "--audio", "engine/assets/sample.wav",
-                    "--checkpoint", str(ckpt), "--out", str(out), "--device", "cpu"], **env_cwd)
+                    "--checkpoint", str(ckpt), "--out", str(out), "--device", "cpu"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     frames = np.load(out)
     import soundfile as sf
     info = sf.info(ROOT / "engine/assets/sample.wav")

@@ -32,7 +32,7 @@ from engine.checkpoint import register_model
 from engine.models.base import TalkingFaceModel
 from engine.models.crossmodal_nets import FaceToGeometry, ImageDecoder, SpeechEncoder
 
-__all__ = ["CrossModalConfig", "CrossModalModel", "KIND"]
+__all__ = ["KIND", "CrossModalConfig", "CrossModalModel"]
 
 KIND = "crossmodal"
 
@@ -56,7 +56,7 @@ class CrossModalConfig:
     encoder_in_model: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CrossModalConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CrossModalConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -87,7 +87,7 @@ class CrossModalModel(TalkingFaceModel):
         self.receptive_field = self.speech_encoder.receptive_field
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], topology: Any) -> "CrossModalModel":
+    def from_config(cls, config: dict[str, Any], topology: Any) -> CrossModalModel:
         return cls(CrossModalConfig.from_dict(config), torch.as_tensor(topology.vertices, dtype=torch.float32))
 
     def checkpoint_config(self) -> dict[str, Any]:

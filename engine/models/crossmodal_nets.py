@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SpeechEncoder", "VisualEncoder", "ImageDecoder", "ResNet34", "FaceToGeometry", "band_mask"]
+__all__ = ["FaceToGeometry", "ImageDecoder", "ResNet34", "SpeechEncoder", "VisualEncoder", "band_mask"]
 
 
 # ---------------------------------------------------------------------- E_A

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["color_jitter", "random_affine", "images_to_tensor"]
+__all__ = ["color_jitter", "images_to_tensor", "random_affine"]
 
 
 def images_to_tensor(images, size: int | None = None) -> Tensor:

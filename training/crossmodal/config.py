@@ -7,12 +7,13 @@ overrides on the command line use TOML literals (``steps=20``, ``r_identities=[0
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["RenderConfig", "RegressorConfig", "TranscoderConfig", "load_stage_config"]
+import tomllib
+
+__all__ = ["RegressorConfig", "RenderConfig", "TranscoderConfig", "load_stage_config"]
 
 
 @dataclass
@@ -124,7 +125,7 @@ def load_stage_config(cls: type[C], path: str | Path | None, overrides: list[str
     if unknown:
         raise ValueError(f"unknown [{section}] option(s) {unknown}; known: {sorted(known)}")
     cfg = cls(**table)
-    for name, f in known.items():
+    for name in known:
         default = getattr(cls(), name)
         value = getattr(cfg, name)
         if isinstance(default, bool) and not isinstance(value, bool):

@@ -27,8 +27,17 @@ import numpy as np
 
 from engine.render import render_camera
 
-__all__ = ["Look", "LOOK_R", "LOOK_S", "MOUTH_CONTROLS", "MouthCamera", "mouth_camera", "render_look",
-           "sample_sparse_controls"]
+__all__ = [
+    "LOOK_R",
+    "LOOK_S",
+    "MOUTH_CONTROLS",
+    "Look",
+    "MouthCamera",
+    "camera_rotation",
+    "mouth_camera",
+    "render_look",
+    "sample_sparse_controls",
+]
 
 #: rig controls visible in a mouth crop (training.synthtalk.rig.CONTROLS order, first 9)
 MOUTH_CONTROLS = ["jaw_open", "lips_close", "lips_press", "pucker", "funnel", "stretch", "lower_lip_tuck",
@@ -74,7 +83,7 @@ class MouthCamera:
     colors: np.ndarray      # (V, 3) vertex colours of the look
 
 
-def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+def camera_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     a, b = np.deg2rad(yaw_deg), np.deg2rad(pitch_deg)
     rz = np.array([[np.cos(a), np.sin(a), 0.0], [-np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
     rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(b), -np.sin(b)], [0.0, np.sin(b), np.cos(b)]])
@@ -85,7 +94,7 @@ def mouth_camera(template: np.ndarray, topology: Any, look: Look, size: int) -> 
     """Frame ``look``'s mouth crop on one identity's neutral ``template`` (V, 3)."""
     lips = np.asarray(topology.masks["lips"], dtype=np.int64)
     pivot = template[lips].mean(axis=0)
-    rot = (template - pivot) @ _rotation(look.yaw_deg, look.pitch_deg).T
+    rot = (template - pivot) @ camera_rotation(look.yaw_deg, look.pitch_deg).T
     centre = np.array([0.0, -look.drop_m])
     # triangles near the crop (the jaw drops up to ~3 cm); back faces are culled by the rasteriser
     half = look.crop_m * 0.75
@@ -104,7 +113,7 @@ def render_look(frames: np.ndarray, camera: MouthCamera, look: Look, size: int,
                 rng: np.random.Generator | None = None) -> np.ndarray:
     """Vertex frames ``(T, V, 3)`` of one identity -> uint8 images ``(T, size, size, 3)`` in ``look``."""
     frames = np.asarray(frames, dtype=np.float64)
-    rot = (frames - camera.pivot) @ _rotation(look.yaw_deg, look.pitch_deg).T
+    rot = (frames - camera.pivot) @ camera_rotation(look.yaw_deg, look.pitch_deg).T
     imgs = render_camera(rot, camera.faces, camera.colors, size=size, centre=camera.centre, scale=camera.scale,
                          supersample=2, background=look.background, key_light=look.key_light,
                          light_weights=look.light_weights)

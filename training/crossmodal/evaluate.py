@@ -28,7 +28,7 @@ import torch
 
 from engine.fileio import atomic_write
 
-__all__ = ["similarity_rmse", "project", "evaluate_models", "main"]
+__all__ = ["evaluate_models", "main", "project", "similarity_rmse"]
 
 
 def similarity_rmse(src: np.ndarray, dst: np.ndarray) -> float:
@@ -48,8 +48,8 @@ def similarity_rmse(src: np.ndarray, dst: np.ndarray) -> float:
 
 def project(frames: np.ndarray, camera, look) -> np.ndarray:
     """Pixel coordinates ``(T, N, 2)`` of vertices under a domain camera (as :func:`render_look` draws them)."""
-    from training.crossmodal.domains import _rotation
-    rot = (np.asarray(frames, np.float64) - camera.pivot) @ _rotation(look.yaw_deg, look.pitch_deg).T
+    from training.crossmodal.domains import camera_rotation
+    rot = (np.asarray(frames, np.float64) - camera.pivot) @ camera_rotation(look.yaw_deg, look.pitch_deg).T
     size = camera.scale * look.crop_m
     x = (rot[..., 0] - camera.centre[0]) * camera.scale + size / 2
     y = size / 2 - (rot[..., 2] - camera.centre[1]) * camera.scale

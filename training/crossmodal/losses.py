@@ -17,12 +17,19 @@ and vertical image gradients (edges of the lips and the mouth opening).
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["deneutralize", "pixel_l2", "ssim", "gradient_loss", "perceptual_standin", "reconstruction_loss",
-           "feature_alignment_loss", "cycle_loss"]
+__all__ = [
+    "cycle_loss",
+    "deneutralize",
+    "feature_alignment_loss",
+    "gradient_loss",
+    "perceptual_standin",
+    "pixel_l2",
+    "reconstruction_loss",
+    "ssim",
+]
 
 
 def deneutralize(z: Tensor, z_neutral: Tensor) -> Tensor:
@@ -42,7 +49,7 @@ def _luma(x: Tensor) -> Tensor:
 def ssim(a: Tensor, b: Tensor, window: int = 7, c1: float = 0.01 ** 2, c2: float = 0.03 ** 2) -> Tensor:
     """Mean structural similarity of the luminance of two image batches in [0, 1] (1 = identical)."""
     a, b = _luma(a), _luma(b)
-    pool = lambda x: F.avg_pool2d(x, window, stride=1)  # noqa: E731 - local shorthand
+    pool = lambda x: F.avg_pool2d(x, window, stride=1)
     mu_a, mu_b = pool(a), pool(b)
     var_a = pool(a * a) - mu_a ** 2
     var_b = pool(b * b) - mu_b ** 2
@@ -53,8 +60,8 @@ def ssim(a: Tensor, b: Tensor, window: int = 7, c1: float = 0.01 ** 2, c2: float
 
 def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
     """L1 distance of horizontal and vertical finite differences."""
-    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # noqa: E731
-    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # noqa: E731
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]
     return (dx(pred) - dx(target)).abs().mean() + (dy(pred) - dy(target)).abs().mean()
 
 

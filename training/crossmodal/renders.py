@@ -22,15 +22,20 @@ import numpy as np
 
 from engine.fileio import atomic_path, atomic_write
 from training.crossmodal.config import RenderConfig
-from training.crossmodal.domains import LOOK_R, LOOK_S, mouth_camera, render_look, sample_sparse_controls
+from training.crossmodal.domains import (
+    LOOK_R,
+    LOOK_S,
+    mouth_camera,
+    render_look,
+    sample_sparse_controls,
+)
 
 __all__ = ["build_renders", "load_split", "r_clips"]
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_split(renders: str | Path, name: str) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from training.crossmodal.augment import color_jitter, images_to_tensor, random_a
 from training.crossmodal.config import RegressorConfig
 from training.crossmodal.renders import load_split
 
-__all__ = ["rmse_loss", "train_regressor", "load_regressor", "save_regressor", "s_rig", "evaluate_regressor"]
+__all__ = ["evaluate_regressor", "load_regressor", "rmse_loss", "s_rig", "save_regressor", "train_regressor"]
 
 
 def rmse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from training.crossmodal.renders import load_split, r_clips
 from training.crossmodal.train_regressor import load_regressor, s_rig
 from training.crossmodal.transcoder import Transcoder, TranscoderBatch
 
-__all__ = ["train_transcoder", "clip_features", "build_shipped_model"]
+__all__ = ["build_shipped_model", "clip_features", "train_transcoder"]
 
 
 def clip_features(cfg: TranscoderConfig, clips: list) -> dict[str, torch.Tensor]:
@@ -81,7 +81,7 @@ def train_transcoder(cfg: TranscoderConfig, log=sys.stderr) -> dict[str, Any]:
     feats = clip_features(cfg, [clips[n] for n in names])
     feature_dim = int(next(iter(feats.values())).shape[1])
     rig = s_rig(cfg.renders)
-    n_paired = int(round(cfg.paired_fraction * len(names)))
+    n_paired = round(cfg.paired_fraction * len(names))
     paired = set(rng.choice(len(names), size=n_paired, replace=False).tolist()) if n_paired else set()
     controls = {k: np.load(Path(cfg.data_root) / "controls" / f"{names[k]}.npy") for k in paired}
     regressor = None
