@@ -62,7 +62,8 @@ DEFAULT_CHECKPOINT = ASSETS / "default.safetensors"
 ALIASES = {"composite_regional": "default"}
 # Modules imported on demand so that build_model finds kinds whose module was not imported yet:
 # ``engine.models.<kind>`` is tried first (one file per method), then these.
-MODEL_MODULES = ["engine.models.composite_regional", "engine.models.selftalk", "engine.models.faceformer"]
+MODEL_MODULES = ["engine.models.composite_regional", "engine.models.selftalk", "engine.models.faceformer",
+                 "engine.models.crossmodal"]
 
 _REGISTRY: dict[str, type] = {}
 

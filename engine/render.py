@@ -34,6 +34,7 @@ __all__ = [
     "contact_sheet",
     "default_vertex_colors",
     "find_ffmpeg",
+    "render_camera",
     "render_frames",
     "write_video",
 ]
@@ -152,16 +153,22 @@ def _vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return vn / np.maximum(n, 1e-20)
 
 
-def _shade(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Per-vertex Lambert: headlight + a key light from the upper left + ambient."""
+KEY_LIGHT = (-0.45, -0.7, 0.55)          # from the upper left, in front of the face
+LIGHT_WEIGHTS = (0.22, 0.50, 0.38, 0.10)  # ambient, headlight, key light, specular
+
+
+def _shade(verts: np.ndarray, faces: np.ndarray, colors: np.ndarray,
+           key_light: Sequence[float] = KEY_LIGHT, weights: Sequence[float] = LIGHT_WEIGHTS) -> np.ndarray:
+    """Per-vertex Lambert: headlight + a key light (default from the upper left) + ambient."""
     n = _vertex_normals(verts, faces)
     to_cam = np.array([0.0, -1.0, 0.0])
-    key = np.array([-0.45, -0.7, 0.55])
-    key /= np.linalg.norm(key)
+    key = np.asarray(key_light, dtype=np.float64)
+    key = key / np.linalg.norm(key)
     head = np.clip(n @ to_cam, 0.0, 1.0)
     keyl = np.clip(n @ key, 0.0, 1.0)
-    inten = 0.22 + 0.50 * head + 0.38 * keyl
-    spec = 0.10 * head ** 24
+    amb, w_head, w_key, w_spec = weights
+    inten = amb + w_head * head + w_key * keyl
+    spec = w_spec * head ** 24
     return np.clip(colors * inten[:, None] + spec[:, None], 0.0, 1.0)
 
 
@@ -263,9 +270,33 @@ def render_frames(frames: np.ndarray, faces: Any, size: int = 256, view: str = "
     return _render_core(frames, tri, vcol, size, ss, view, centre, scale, background)
 
 
+def render_camera(frames: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray, *, size: int,
+                  centre: Sequence[float], scale: float, supersample: int = 1,
+                  background: Sequence[float] = BACKGROUND, key_light: Sequence[float] = KEY_LIGHT,
+                  light_weights: Sequence[float] = LIGHT_WEIGHTS) -> np.ndarray:
+    """Render with an explicit camera and light: uint8 ``(T, size, size, 3)``.
+
+    For image datasets that need one fixed framing across identities and sequences (e.g. a mouth
+    crop) and their own lighting: ``centre`` is the (x, z) point at the image centre, ``scale``
+    pixels per unit in the final image, the camera looks along +Y (orthographic). ``faces`` may
+    be any subset of the mesh's triangles (only what the crop shows, which is faster).
+    """
+    tri = np.asarray(faces, dtype=np.int64)
+    frames = _check_frames(frames, tri)
+    vcol = np.asarray(vertex_colors, dtype=np.float64)
+    if vcol.shape != (frames.shape[1], 3):
+        raise ValueError(f"vertex_colors must be ({frames.shape[1]}, 3), got {vcol.shape}")
+    ss = int(supersample)
+    if size < 8 or ss < 1:
+        raise ValueError(f"size must be >= 8 and supersample >= 1, got {size}, {supersample}")
+    return _render_core(frames, tri, vcol, size, ss, "front", np.asarray(centre, dtype=np.float64),
+                        float(scale) * ss, background, key_light, light_weights)
+
+
 def _render_core(frames: np.ndarray, tri: np.ndarray, vcol: np.ndarray, size: int, ss: int,
                  view: str, centre: np.ndarray, scale: float,
-                 background: Sequence[float] = BACKGROUND) -> np.ndarray:
+                 background: Sequence[float] = BACKGROUND, key_light: Sequence[float] = KEY_LIGHT,
+                 light_weights: Sequence[float] = LIGHT_WEIGHTS) -> np.ndarray:
     """Rasterise every frame with a fixed camera (centre, scale are in the supersampled image)."""
     V = frames.shape[1]
     rot = _rotate_view(frames, view)
@@ -276,7 +307,7 @@ def _render_core(frames: np.ndarray, tri: np.ndarray, vcol: np.ndarray, size: in
         px = np.empty((V, 2))
         px[:, 0] = (v[:, 0] - centre[0]) * scale + big / 2.0
         px[:, 1] = big / 2.0 - (v[:, 2] - centre[1]) * scale
-        img = _rasterize(px, v[:, 1], _shade(v, tri, vcol), tri, big, big, background)
+        img = _rasterize(px, v[:, 1], _shade(v, tri, vcol, key_light, light_weights), tri, big, big, background)
         if ss > 1:
             img = img.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
         out[t] = np.clip(np.round(np.power(img, 1 / 1.1) * 255.0), 0, 255).astype(np.uint8)
