@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             default = dict(methods).get("default", methods[0][1])
             results["hour"] = hour_row(default, work, args.device, args.hour_seconds)
     results["load_average_end"] = os.getloadavg()[0]
-    print(f"device: {args.device}" + (f" ({results['gpu']})" if "gpu" in results else "")
+    print(f"device: {args.device}" + (f" ({results['gpu']})" if "gpu" in results else "") + f", torch {torch.__version__}"
           + f", torch threads: {results['threads']}, load average {results['load_average_start']:.1f} -> "
           f"{results['load_average_end']:.1f} on {results['cpu_count']} CPUs")
     print(speed_table(results, peer))
