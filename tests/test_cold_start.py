@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("transformers", "torch._dynamo", "sympy")   # ~1.3 s of a 4.5 s cold start before issue 14
+HEAVY = ("transformers", "torch._dynamo", "sympy")   # ~30 % of a cold start before issue 14
 
 
 def _imported(stderr: str) -> set[str]:

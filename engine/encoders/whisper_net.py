@@ -3,8 +3,9 @@ Supervision", Fig. 1 left / Sec. 2.2) as a small stand-alone ``nn.Module``.
 
 Why our own module instead of ``transformers``' ``WhisperEncoder``:
 
-* **cold start** -- importing ``transformers`` costs more than importing torch itself (≈ 1.3 s
-  of a 4.5 s cold CLI run on an idle 2-core machine); this file needs only torch;
+* **cold start** -- importing ``transformers`` (for its Whisper module, which pulls in
+  ``torch._dynamo`` and sympy) was about 30 % of a cold CLI run (4.4 of 14.4 s under load,
+  ``python -X importtime``); this file needs only torch;
 * **fitted windows** -- ``transformers`` refuses anything but 3000 mel frames (30 s).  Like
   whisper.cpp's ``audio_ctx``, :meth:`WhisperEncoderNet.forward` accepts any number of mel frames
   up to 3000 and adds the first ``T`` sinusoidal positions, so a 5 s line costs 1/6 of a 30 s
