@@ -269,7 +269,8 @@ def _methods(extra: list[str]) -> list[tuple[str, str]]:
         if path.stem == name:
             seen[name] = str(path)
     for p in extra:
-        seen[Path(p).stem if Path(p).stem not in seen else str(p)] = str(p)
+        stem = Path(p).stem if Path(p).stem != "model" else Path(p).parent.name   # runs/<run>/model.safetensors
+        seen[stem if stem not in seen else str(p)] = str(p)
     return list(seen.items())
 
 
