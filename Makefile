@@ -9,7 +9,7 @@ APT_PKGS := espeak-ng libespeak-ng1 festival festvox-kallpc16k festvox-kdlpc16k 
             blender xvfb python3-numpy python3-pip
 SUDO    := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: install sysdeps demo test test-fast bench data default-model addon clean
+.PHONY: install sysdeps demo test test-fast bench bench-gpu data default-model addon clean
 
 install: $(VENV)/.installed $(VENV5)/.installed
 
@@ -50,6 +50,20 @@ bench: install sysdeps
 	$(BIN)/python blender_addon/bench.py
 	$(BIN)/python blender_addon/bench.py --window
 
+# The CUDA path end to end on a fresh CUDA machine (issue 14): its own venv with torch==2.13.0 from PyPI
+# (PyPI's Linux x86-64 wheel of 2.13.0 is the CUDA build; the check below refuses a CPU build), then
+# the engine benchmark on the GPU, capped at 5 minutes.  Writes out/bench_gpu.json.
+VENVG := .venv-gpu
+bench-gpu:
+	$(PY) -m venv $(VENVG)
+	$(VENVG)/bin/pip install -q --upgrade pip
+	$(VENVG)/bin/pip install -q torch==2.13.0
+	$(VENVG)/bin/python -c "import sys, torch; ok = torch.version.cuda and torch.cuda.is_available(); \
+	  sys.exit(0 if ok else f'torch {torch.__version__} (CUDA build: {torch.version.cuda}) sees no CUDA GPU')"
+	$(VENVG)/bin/pip install -q -e .
+	mkdir -p out
+	timeout 300 $(VENVG)/bin/python -m engine.bench --device cuda --json out/bench_gpu.json
+
 # The full SynthTalk corpus and the real-speech evaluation set.
 data: install sysdeps
 	$(BIN)/python -m training.synthtalk generate --out data/synthtalk --preset full --workers 2
@@ -61,4 +75,4 @@ default-model: data
 	cp runs/synthtalk_default/model.safetensors engine/assets/default.safetensors
 
 clean:
-	rm -rf $(VENV) $(VENV5) out build dist
+	rm -rf $(VENV) $(VENV5) $(VENVG) out build dist

@@ -24,6 +24,9 @@ __all__ = ["FeatureCache", "spec_hash", "encoder_specs", "encoder_dim", "live_fe
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
+    """Short hash of an encoder spec.  ``window = "full"`` (the default) is left out, so specs
+    written before window modes existed keep their hash and existing caches stay valid."""
+    spec = {k: v for k, v in spec.items() if not (k == "window" and v == "full")}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -52,6 +55,11 @@ class FeatureCache:
     encoder window (separated by 0.5 s of silence) -- whisper always runs a 30 s window, so this
     is up to ~10x cheaper on CPU for 2-3 s clips, at the price of the window holding other
     speech around each clip (the same situation as long-audio inference).
+
+    Packing applies only to ``window = "full"`` specs.  A ``"fitted"`` spec's cost is already
+    proportional to the audio, and its features depend on the window length, so each clip is
+    encoded alone exactly as :class:`engine.inference.Animator` encodes a file of that length
+    (``encode`` on the whole clip): training sees the features inference will produce.
     """
 
     GAP_SECONDS = 0.5
@@ -63,8 +71,12 @@ class FeatureCache:
         self._encoders: dict[str, nn.Module] = {}
         self._mem: dict[tuple[str, str], Tensor] = {}
 
+    def packs(self, spec: dict[str, Any]) -> bool:
+        """Whether ``spec``'s clips are packed several to a window (see the class docstring)."""
+        return self.pack_seconds > 0 and spec.get("window", "full") == "full"
+
     def _dir(self, spec: dict[str, Any]) -> Path:
-        tag = spec_hash({**spec, "pack_seconds": self.pack_seconds})
+        tag = spec_hash({**spec, "pack_seconds": self.pack_seconds if self.packs(spec) else 0.0})
         return self.root / f"{spec.get('kind', 'enc')}-{tag}"
 
     def set_encoder(self, spec: dict[str, Any], module: nn.Module) -> None:
@@ -96,7 +108,7 @@ class FeatureCache:
                 continue
             self._dir(spec).mkdir(parents=True, exist_ok=True)
             enc = self.encoder(spec)
-            groups = self._pack(todo) if self.pack_seconds > 0 else [[c] for c in todo]
+            groups = self._pack(todo) if self.packs(spec) else [[c] for c in todo]
             try:
                 from tqdm import tqdm
                 it = tqdm(groups, desc=f"encoding {spec.get('kind')}", unit="window", file=sys.stderr,

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 __all__ = [
     "KINDS",
     "SAMPLES_PER_FRAME",
+    "WINDOW_MODES",
     "AudioEncoder",
     "EncoderError",
     "EncoderSpec",
@@ -37,6 +38,8 @@ __all__ = [
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320  # 16 kHz / 50 Hz
 KINDS = ("whisper", "wav2vec2", "hubert", "hama")
+#: how a whisper window is sized: "full" = always 30 s (zero-padded), "fitted" = as long as the audio
+WINDOW_MODES = ("full", "fitted")
 
 ProgressFn = Callable[[float], None]
 
@@ -63,11 +66,16 @@ class EncoderSpec:
     name_or_path: HF hub name or local directory; ``None`` means the offline
         whisper tiny.en (only valid for ``whisper``; ``hama`` ignores it).
     layer: which hidden layer to return; ``-1`` is the final (normed) output.
+    window: ``"full"`` (default; what every checkpoint before window modes used) or ``"fitted"``
+        (whisper only: a window as long as the audio instead of 30 s, cost proportional to the
+        audio; see :class:`engine.encoders.whisper.WhisperAudioEncoder`).  Part of the spec, so a
+        checkpoint rebuilds the features it was trained on and the training cache keys on it.
     """
 
     kind: str = "whisper"
     name_or_path: str | None = None
     layer: int = -1
+    window: str = "full"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,6 +89,11 @@ class EncoderSpec:
             )
         if not isinstance(self.layer, int):
             raise EncoderError(f"layer must be an int, got {self.layer!r}")
+        if self.window not in WINDOW_MODES:
+            raise EncoderError(f"window must be one of {', '.join(WINDOW_MODES)}, got {self.window!r}")
+        if self.window != "full" and self.kind != "whisper":
+            raise EncoderError(f"window={self.window!r} is a whisper option; {self.kind} encoders "
+                               "already run on windows as long as the audio (leave window='full')")
 
     def to_dict(self) -> dict:
         return asdict(self)

