@@ -173,7 +173,8 @@ def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
         engine_root=preferences.engine_root(), extra_paths=preferences.engine_paths(prefs),
         device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
         set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
-        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache")
+        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
+        postprocess=None if s.close_lips else "none")
 
 
 def style_file(context: bpy.types.Context) -> str | None:
