@@ -35,15 +35,15 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from engine.fileio import atomic_write
 
-SETS = ("synthtalk", "realspeech", "bilabial", "labiodental", "rounding")
+SETS = ("synthtalk", "realspeech", "bilabial", "labiodental", "rounding", "characters")
 FORWARD = (0.0, -1.0, 0.0)   # Parley topologies face -Y (engine/render.py conventions)
 
 # (key, header, how it is aggregated)  clip = mean over clips, frames = pooled over all frames of the
@@ -188,7 +188,7 @@ def aggregate(clips: list[dict], phones: list[dict], gt_phones: list[dict] | Non
         out["closure_mid"] = float((cat["bil_mid"] < cat["thr"]).mean())
         out["closure_any"] = float((cat["bil_any"] < cat["thr"]).mean())
         out["bilabial_gap"] = float(np.median(cat["bil_mid"]))
-        out["n_bilabial"] = int(len(cat["bil_mid"]))
+        out["n_bilabial"] = len(cat["bil_mid"])
         out["closure_by_phone"] = {lab: {"mid": float((cat["bil_mid"][sel] < cat["thr"][sel]).mean()),
                                          "any": float((cat["bil_any"][sel] < cat["thr"][sel]).mean()),
                                          "n": int(sel.sum())}
@@ -196,11 +196,11 @@ def aggregate(clips: list[dict], phones: list[dict], gt_phones: list[dict] | Non
     if cat and len(cat["labiodental"]):
         out["labiodental"] = float((cat["labiodental"] < cat["thr_ld"]).mean())
         out["labiodental_dist"] = float(np.median(cat["labiodental"]))
-        out["n_labiodental"] = int(len(cat["labiodental"]))
+        out["n_labiodental"] = len(cat["labiodental"])
     if cat and len(cat["narrow"]):
         out["rounding_narrow"] = float(np.mean(cat["narrow"]))
         out["rounding_protrude"] = float(np.mean(cat["protrude"]))
-        out["n_rounded"] = int(len(cat["narrow"]))
+        out["n_rounded"] = len(cat["narrow"])
     if cat and len(cat["open"]):
         out["open_gap"] = float(np.median(cat["open"]))
         if gt_phones:
@@ -258,7 +258,7 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
 def _fmt(key: str, v: float | None) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
-    if key in ("lve_l2", "mve", "f_dtw", "f_dtw_lips", "open_gap", "upper_face_error", "rounding_narrow", "rounding_protrude",
+    if key in ("lve_l2", "lip_mean", "mve", "f_dtw", "f_dtw_lips", "open_gap", "upper_face_error", "rounding_narrow", "rounding_protrude",
                "bilabial_gap", "labiodental_dist"):
         return f"{v * MM:.2f}"
     if key == "lve_sq":
@@ -267,7 +267,7 @@ def _fmt(key: str, v: float | None) -> str:
         return f"{v * 1e7:.2f}"
     if key == "lrp":
         return f"{v:.1f}"
-    if key == "rtf":
+    if key in ("rtf", "retarget_rtf"):
         return f"{v:.3f}"
     return f"{v:.2f}"
 
@@ -276,10 +276,13 @@ def markdown(results: dict) -> str:
     lines = [f"Speed column: seconds of compute per second of audio on {results['cpu_count']} CPU cores, load average "
              f"{results['load_average_start']:.1f} -> {results['load_average_end']:.1f} (shared machine).", ""]
     for s in results["sets"]:
+        cols = [(k, h) for k, h, _ in COLUMNS]
+        if s["set"] == "characters":
+            from training.benchmark_characters import CHARACTER_COLUMNS as cols
         lines += [f"**{s['set']}** ({s['clips']} clips, {s['audio_seconds']:.0f} s of audio)", "",
-                  "| method | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+                  "| method | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for m, r in s["rows"].items():
-            lines.append(f"| {m} | " + " | ".join(_fmt(k, r.get(k)) for k, _, _ in COLUMNS) + " |")
+            lines.append(f"| {m} | " + " | ".join(_fmt(k, r.get(k)) for k, _ in cols) + " |")
         lines.append("")
         for m, r in s["rows"].items():
             if r.get("failed_clips"):
@@ -289,7 +292,8 @@ def markdown(results: dict) -> str:
 
 
 def resolve_sets(names: list[str], args: argparse.Namespace, log) -> dict[str, list[Clip]]:
-    from training.benchmark_sets import SETS as TWISTERS, build_set
+    from training.benchmark_sets import SETS as TWISTERS
+    from training.benchmark_sets import build_set
 
     out: dict[str, list[Clip]] = {}
     for n in names:
@@ -302,6 +306,10 @@ def resolve_sets(names: list[str], args: argparse.Namespace, log) -> dict[str, l
             if not (args.realspeech / "splits.json").is_file():
                 raise FileNotFoundError(f"{args.realspeech} holds no real-speech set; run `make data` or pass --realspeech DIR")
             out[n] = load_set(args.realspeech, "test", args.max_clips)
+        elif n == "characters":   # the bilabial tongue-twisters, carried onto the test characters
+            log(f"building tongue-twister set bilabial for the characters (cached in {args.sets_dir})")
+            k = min(args.character_clips, args.max_clips) if args.max_clips else args.character_clips
+            out[n] = load_set(build_set("bilabial", args.sets_dir, limit=k if args.quick else 0), "test", k)
         elif n in TWISTERS:
             log(f"building tongue-twister set {n} (cached in {args.sets_dir})")
             out[n] = load_set(build_set(n, args.sets_dir, limit=args.max_clips if args.quick else 0), "test", args.max_clips)
@@ -321,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-data", type=Path, default=None,
                     help="corpus whose train split fits jaw_from_loudness (default: --synthtalk)")
     ap.add_argument("--max-clips", type=int, default=40, help="per set (0 = all); synthtalk test has 200")
+    ap.add_argument("--characters", nargs="+", default=None, help="test characters for the characters set (default: all)")
+    ap.add_argument("--character-clips", type=int, default=4, help="bilabial clips carried onto each test character")
     ap.add_argument("--no-lipclose", action="store_true", help="skip the post-processed rows")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 clips per set, no pictures (smoke test)")
@@ -349,9 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     topo = Topology.load(root_topo)
     masks, fps = {k: np.asarray(v) for k, v in topo.masks.items()}, float(topo.fps)
     methods: list[Method] = []
+    model_names = []
     for c in ckpts:
         m = checkpoint_method(Path(c))
         methods.append(m)
+        model_names.append(m.name)
         if not args.no_lipclose:
             methods.append(lipclose_method(m, masks, fps))
     if not args.no_baselines:
@@ -365,7 +377,15 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_start": os.getloadavg()[0], "cpu_count": os.cpu_count()}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, clips in sets.items():   # results are rewritten after every set: a long run killed late keeps them
-        results["sets"].append(run_set(name, clips, methods, masks, fps, log))
+        if name == "characters":
+            from training.benchmark_characters import run_characters
+
+            models = [m for m in methods if m.name in model_names or m.base is not None]
+            from training.characters import CHARACTERS
+
+            results["sets"].append(run_characters(clips, models, topo, fps, log, tuple(args.characters or CHARACTERS)))
+        else:
+            results["sets"].append(run_set(name, clips, methods, masks, fps, log))
         results["load_average_end"] = os.getloadavg()[0]
         with atomic_write(args.out / "results.json", "w") as fh:
             json.dump(results, fh, indent=1)

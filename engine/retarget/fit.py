@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from engine.fileio import atomic_path
 from engine.retarget.geometry import (
     SurfaceIndex,
     closest_points,
+    edge_graph,
     mesh_laplacian,
     umeyama,
     vertex_normals,
@@ -178,10 +178,7 @@ def _geodesic_sides(v: np.ndarray, f: np.ndarray, upper_rows: np.ndarray, lower_
     teeth are next to the upper lip even where they hang below the lip line, and the two lips
     only meet at the corners, so this is right where "above/below the line" is not."""
     from scipy.sparse.csgraph import dijkstra
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1) + 1e-12
-    G = sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
-                      shape=(len(v), len(v)))
+    G = edge_graph(v, f)
     du = dijkstra(G, directed=False, indices=np.unique(upper_rows), min_only=True, limit=limit)
     dl = dijkstra(G, directed=False, indices=np.unique(lower_rows), min_only=True, limit=limit)
     side = fallback.astype(np.int8).copy()
@@ -359,9 +356,13 @@ def _correspondence(topology: Any, tl: dict[str, Any], X: np.ndarray, V: np.ndar
     user_slit = lm.slit if lm.slit is not None else np.stack([lm.points["mouth_corner_r"], lm.points["mouth_centre"],
                                                               lm.points["mouth_corner_l"]])
     Vh = V[head]
+    # the mouth's middle and half-width from its corners (the slit's points are not spread evenly:
+    # their mean can sit a centimetre off to one side)
+    c_l, c_r = lm.points["mouth_corner_l"], lm.points["mouth_corner_r"]
+    ctr = np.array([0.5 * (c_l[0] + c_r[0]), lm.points["mouth_centre"][1], lm.points["mouth_centre"][2]])
+    half = max(0.5 * abs(float(c_l[0] - c_r[0])), 0.5 * hw)
     u_side = _sides_user(Vh, V, faces, head, user_slit, hw)
-    mouth_zone = (np.abs(Vh[:, 0] - user_slit[:, 0].mean()) < 1.6 * hw) & \
-                 (np.abs(Vh[:, 2] - user_slit[:, 2].mean()) < 1.2 * hw)
+    mouth_zone = (np.abs(Vh[:, 0] - ctr[0]) < 1.6 * max(hw, half)) & (np.abs(Vh[:, 2] - ctr[2]) < 1.2 * hw)
     # the user's inner-lip contact rows: per template pair, the user vertex on the right side of
     # the lip line nearest to the fitted template's row vertex
     upper_rows: list[int] = []
@@ -394,18 +395,22 @@ def _correspondence(topology: Any, tl: dict[str, Any], X: np.ndarray, V: np.ndar
     cd = np.empty(len(head))
     # lips are matched side by side only between the corners and in front (beyond the corners
     # the two sides meet, and there the plain closest point is right)
-    ctr = user_slit.mean(0)
-    sided = (np.abs(Vh[:, 0] - ctr[0]) < 1.05 * hw) & (np.abs(Vh[:, 2] - ctr[2]) < 1.2 * hw) & \
+    sided = (np.abs(Vh[:, 0] - ctr[0]) < half) & (np.abs(Vh[:, 2] - ctr[2]) < 1.2 * hw) & \
             (Vh[:, 1] - ctr[1] < 2.2 * hw)
     nh = vertex_normals(V, faces)[head]
-    rest = ~sided
-    if rest.any():
-        cf[rest], cb[rest], cd[rest] = closest_points(Vh[rest], X, ft_, normals=nh[rest])
+    cf[:], cb[:], cd[:] = closest_points(Vh, X, ft_, normals=nh)
     for sgn in (1, -1):
-        q = sided & (u_side == sgn)
-        if q.any():
+        q = np.nonzero(sided & (u_side == sgn))[0]
+        if len(q):
             allowed = (t_side[ft_] == sgn).all(1)
-            cf[q], cb[q], cd[q] = closest_points(Vh[q], X, ft_, allowed_faces=allowed, normals=nh[q])
+            f_s, b_s, d_s = closest_points(Vh[q], X, ft_, allowed_faces=allowed, normals=nh[q])
+            # the own lip's surface wins where it is about as near as the plain closest point (lips
+            # that touch: the other lip is as near); a much farther one means the two side maps
+            # disagree there (around the corners, where the lips meet), and the surface itself
+            # is then the better guide
+            take = d_s <= cd[q] + 0.1 * hw
+            q = q[take]
+            cf[q], cb[q], cd[q] = f_s[take], b_s[take], d_s[take]
     # motion weights: template face mask with a soft border, times a distance falloff
     L = mesh_laplacian(len(vt), ft_)
     wf = face_mask.astype(float)

@@ -6,6 +6,7 @@
   facing the query's way; no BVH package is needed (trimesh's proximity queries want ``rtree``,
   which Parley does not ship).
 * :func:`umeyama` -- least-squares similarity (scale, rotation, translation) between point sets.
+* :func:`edge_graph` -- the mesh's edges weighted by length, for geodesic (edge-path) distances.
 * :func:`graph_laplacian` -- ``D - A``, the non-rigid ICP's membrane (smoothness) term;
   :func:`mesh_laplacian` -- ``I - D^-1 A``, used to soften the face mask and the local scale.
 """
@@ -15,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["SurfaceIndex", "closest_points", "face_normals", "graph_laplacian", "mesh_laplacian", "umeyama", "vertex_normals"]
+__all__ = ["SurfaceIndex", "closest_points", "edge_graph", "face_normals", "graph_laplacian", "mesh_laplacian", "umeyama", "vertex_normals"]
 
 
 def face_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -30,6 +31,18 @@ def vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     for k in range(3):
         np.add.at(out, f[:, k], n)
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-30)
+
+
+def edge_graph(v: np.ndarray, f: np.ndarray) -> sp.csr_matrix:
+    """Symmetric ``(V, V)`` matrix of edge lengths, each edge once.  (Listing every face's three
+    edges straight into a sparse matrix sums the duplicates: interior edges, shared by two faces,
+    would weigh twice their length and boundary edges once, so paths along a hole -- the slit of a
+    mouth without interior -- would look half as long as they are.)"""
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    w = np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1) + 1e-12
+    return sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]]))),
+                         shape=(len(v), len(v)))
 
 
 def graph_laplacian(num_vertices: int, f: np.ndarray) -> sp.csr_matrix:

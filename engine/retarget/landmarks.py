@@ -15,8 +15,11 @@ How (all in the canonical frame: Z up, face toward -Y, see :mod:`engine.retarget
    densely re-sampled mid-line profile; the stomion is the strongest concave kink (or the gap
    of an open mouth) within 40% of a mouth half-width, the lips the most protruding points
    just above and below it.
-4. **Mouth corners.** Profiles of thin vertical slices walk outward along the lip line; the
-   corner is where the groove between the lips fades (< 25% of its depth at the centre).
+4. **Mouth corners** (:func:`_slit_corners`): the two ends of the slit -- where points facing
+   each other across the lip line stop being far apart along the surface.  The pairs across the
+   slit also give its line and, when the mid-line profile's strongest kink is off the slit (a
+   mouth without interior is a hole there), the stomion.  Profiles of thin vertical slices
+   walking outward along the groove are the fallback for a mesh without a slit.
 
 Why not a 2-D face-landmark model on a rendering: the offline mediapipe face mesh
 (``mediapipe==0.10.14``) would add jax, OpenCV and protobuf to the engine's dependencies; the
@@ -37,10 +40,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
+from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
+
+from engine.retarget.geometry import edge_graph
 
 __all__ = ["REQUIRED", "FaceFrame", "LandmarkError", "Landmarks", "find_face", "load_landmarks_json", "refine_mouth", "surface_samples"]
 
@@ -213,8 +220,8 @@ def find_face(v: np.ndarray, f: np.ndarray, num_samples: int = 40000) -> FaceFra
 def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) -> Landmarks:
     """Step 3-4 near a guess of the mouth centre (canonical; from the coarse template fit):
     the stomion is the strongest concave kink (or the gap of an open mouth) of the mid-line
-    profile within +-40% of the mouth half-width of the guess; the corners are traced along the
-    groove.  Returns all :data:`REQUIRED` landmarks (upper/lower lip: the profile's most
+    profile within +-40% of the mouth half-width of the guess; the corners are the slit's ends
+    (traced along the groove on a mesh without a slit).  Returns all :data:`REQUIRED` landmarks (upper/lower lip: the profile's most
     protruding points just above/below the stomion)."""
     H = frame.height
     g_c = np.asarray(guess, np.float64)
@@ -252,6 +259,7 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
            "mouth_centre": np.array([0.0, 0.5 * (prof[i_ul] + prof[i_ll]), zc[i_st]])}
     lip_h = max(zc[i_ul] - zc[i_ll], 4 * step)
     slit: list[np.ndarray] = [pts["mouth_centre"]]
+    traced: dict[str, tuple[np.ndarray | None, list[np.ndarray]]] = {}
     for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
         z_prev, last, path = zc[i_st], None, []
         dx = 0.08 * mouth_halfwidth
@@ -276,6 +284,26 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
             z_prev = zz[j]
             last = np.array([xs, max(pp[j:].min(), pp[:j + 1].min()), zz[j]])
             path.append(last)
+        traced[name] = (last, path)
+    cut = _slit_corners(frame, X, frame.canonical(np.stack([pts["upper_lip"], pts["lower_lip"]])),
+                        zc[i_st], mouth_halfwidth)
+    if cut is not None and abs(cut["stomion_z"] - zc[i_st]) > 0.25 * lip_h:
+        # the strongest kink is not on the slit (a mouth without interior is a hole there, which
+        # the front-most profile reads as flat): the stomion is where the slit crosses the mid-line
+        i_st = int(np.argmin(np.abs(zc - cut["stomion_z"])))
+        i_ul = i_st + 1 + int(np.argmin(prof[i_st + 1:i_st + 1 + span]))
+        i_ll = max(0, i_st - span) + int(np.argmin(prof[max(0, i_st - span):i_st]))
+        pts.update({"upper_lip": np.array([0.0, prof[i_ul], zc[i_ul]]),
+                    "lower_lip": np.array([0.0, prof[i_ll], zc[i_ll]]),
+                    "mouth_centre": np.array([0.0, 0.5 * (prof[i_ul] + prof[i_ll]), zc[i_st]])})
+        slit = [pts["mouth_centre"]]
+    for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
+        last, path = traced[name]
+        if cut is not None:
+            # the slit's own end wins over the groove trace (see _slit_corners), and the slit's
+            # line is where the pairs across it are
+            last = cut[name]
+            path = [q for q in cut["line"] if side * q[0] > 0 and side * q[0] < side * last[0]] + [last]
         if last is None:
             raise LandmarkError("could not trace the lip line to the mouth corners; place landmarks: "
                                 "pass --landmarks lm.json with vertex indices for " + ", ".join(REQUIRED))
@@ -285,6 +313,90 @@ def refine_mouth(frame: FaceFrame, guess: np.ndarray, mouth_halfwidth: float) ->
     out["nose_tip"] = frame.nose_tip
     return Landmarks(points=out, source="auto", facing_deg=frame.facing_deg,
                      symmetry_error=frame.symmetry_error, slit=frame.canonical(np.stack(slit)))
+
+
+def _slit_corners(frame: FaceFrame, samples_local: np.ndarray, lips: np.ndarray, z_st: float,
+                  mouth_halfwidth: float) -> dict[str, Any] | None:
+    """The mouth corners as the two ends of the slit, in face-local coordinates, plus the slit's
+    line (``line``, points outward from the middle) and its height on the mid-line
+    (``stomion_z``); ``None`` when the mesh shows no slit, e.g. lips modelled fused.
+
+    A mouth that can open is cut between the corners: two surface points facing each other across
+    the lip line are close in space but far apart along the surface (the path goes around a
+    corner, or through the mouth bag), while past the corners the skin is one piece and the two
+    distances agree.  So: geodesic (edge-path) distances from the upper-lip and the lower-lip
+    landmark; pairs of front-visible vertices within 0.35 mouth half-widths of each other whose
+    distances to the two landmarks differ by more than 2.5x their spacing are "across the slit";
+    the corners lie just beyond the outermost such pairs on each side (at least 3 pairs agreeing
+    within 5% of a half-width, so one odd pair cannot move a corner): a pair ``delta`` short of
+    the corner is ~``2 delta`` apart along each lip's distance field (the path goes around the
+    corner), so the corner is ~jump/4 beyond it (median over the outermost five pairs).  The groove trace this replaces stopped
+    where the groove became shallower than a quarter of its depth at the centre: where the lips
+    press together the centre groove is well under a millimetre, as shallow as the faceting noise
+    of a remeshed head, and the trace stopped anywhere from 3 mm to 45 mm from the centre.
+    """
+    if frame.mesh is None:
+        return None
+    mv, mf = frame.mesh
+    hw = mouth_halfwidth
+    L = frame.local(mv)
+    used = np.unique(mf)
+    near = used[(np.abs(L[used, 0]) < 2.5 * hw) & (np.abs(L[used, 2] - z_st) < 0.8 * hw)]
+    if len(near) < 10:
+        return None
+    # front-visible: within 2 mm-ish (0.1 half-widths) of the front-most surface sample in its
+    # (x, z) cell -- the teeth and the mouth bag behind closed lips are not candidates
+    cell = 0.08 * hw
+    S = samples_local[(np.abs(samples_local[:, 0]) < 2.6 * hw) & (np.abs(samples_local[:, 2] - z_st) < 0.9 * hw)]
+    key = lambda Q: (np.floor(Q[:, 0] / cell).astype(np.int64) * 100003 + np.floor(Q[:, 2] / cell).astype(np.int64))
+    ks, inv = np.unique(key(S), return_inverse=True)
+    front = np.full(len(ks), np.inf)
+    np.minimum.at(front, inv, S[:, 1])
+    pos = np.searchsorted(ks, key(L[near]))
+    known = (pos < len(ks)) & (ks[np.minimum(pos, len(ks) - 1)] == key(L[near]))
+    vis = known & (L[near, 1] <= front[np.minimum(pos, len(ks) - 1)] + 0.1 * hw)
+    cand = near[vis]
+    if len(cand) < 10:
+        return None
+    G = edge_graph(mv, mf)
+    src = [int(used[np.argmin(np.linalg.norm(mv[used] - p, axis=1))]) for p in lips]
+    D = dijkstra(G, directed=False, indices=src, limit=8.0 * hw)[:, cand]       # (2, C)
+    pairs = cKDTree(L[cand]).query_pairs(0.35 * hw, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    a, b = pairs[:, 0], pairs[:, 1]
+    ok = np.isfinite(D[:, a]).all(0) & np.isfinite(D[:, b]).all(0)
+    a, b = a[ok], b[ok]
+    spacing = np.linalg.norm(mv[cand[a]] - mv[cand[b]], axis=1)
+    jump = np.abs(D[:, a] - D[:, b]).sum(0)
+    across = jump > 2 * 2.5 * np.maximum(spacing, 1e-12)
+    mids = 0.5 * (L[cand[a[across]]] + L[cand[b[across]]])
+    reach = jump[across] / 4.0
+    out = {}
+    for side, name in ((1.0, "mouth_corner_l"), (-1.0, "mouth_corner_r")):
+        on = side * mids[:, 0] > 0
+        m, r = mids[on], reach[on]
+        order = np.argsort(-side * m[:, 0])
+        xs = side * m[order, 0]
+        i0 = next((i for i in range(len(xs) - 2) if xs[i] - xs[i + 2] < 0.05 * hw), None)
+        if i0 is None:
+            return None
+        # a pair delta short of the corner is ~2 delta apart around it, along each of the two
+        # lips' distance fields: the corner is ~jump/4 beyond the pair (the outermost five)
+        top = order[i0:i0 + 5]
+        xc = float(np.median(side * m[top, 0] + r[top]))
+        zc_ = float(np.median(m[top, 2]))
+        k = np.searchsorted(ks, key(np.array([[side * xc, 0.0, zc_]])))[0]
+        hit = k < len(ks) and ks[k] == key(np.array([[side * xc, 0.0, zc_]]))[0]
+        depth = float(front[k]) if hit else float(np.median(m[top, 1]))
+        out[name] = np.array([side * xc, depth, zc_])
+    # the slit's line: median pair midpoint per 10 %-of-a-half-width column, outward from the middle
+    col = np.round(mids[:, 0] / (0.1 * hw)).astype(np.int64)
+    line = [np.median(mids[col == c_], axis=0) for c_ in np.unique(col)]
+    out["line"] = sorted(line, key=lambda q: abs(q[0]))
+    centre = np.abs(mids[:, 0]) < 0.2 * hw
+    out["stomion_z"] = float(np.median(mids[centre, 2])) if centre.any() else float(z_st)
+    return out
 
 
 def load_landmarks_json(path: str | os.PathLike, num_vertices: int) -> dict[str, int]:
