@@ -43,10 +43,12 @@ demo: install sysdeps
 addon: install
 	$(BIN)/python build_addon.py
 
-# Speed/memory benchmarks (not tests): engine (encoder/decoder/end to end) and Blender bake/playback.
-bench: install
+# Speed/memory benchmarks (not tests): engine (encoder/decoder/end to end), Blender bake/playback,
+# and click -> baked in a real Blender window (cold and warm engine; Xvfb).
+bench: install sysdeps
 	$(BIN)/python -m engine.bench
 	$(BIN)/python blender_addon/bench.py
+	$(BIN)/python blender_addon/bench.py --window
 
 # The full SynthTalk corpus and the real-speech evaluation set.
 data: install sysdeps

@@ -18,6 +18,8 @@ One clip → ``--out`` is the .blend written. Several clips → each clip is bak
 copy of the scene and saved as its own file: ``--out`` must be a folder (``<clip>.blend``
 inside) or contain ``{clip}``. Mesh caches go to ``parley_cache/`` next to each output file.
 Prints one line per clip; exits 1 (message on stderr) if any clip failed, 2 on bad arguments.
+One warm engine (``warm_engine.py``: model loaded once) serves every clip and line of the run;
+``--cold`` starts a fresh engine process per clip instead.
 """
 from __future__ import annotations
 
@@ -76,6 +78,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--engine-script", default="",
                    help="run this script instead of 'python -m engine' (a custom engine build, tests)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per clip before giving up")
+    p.add_argument("--cold", action="store_true",
+                   help="a fresh engine process per clip instead of one warm engine for the whole run")
     p.add_argument("--from-strips", action="store_true",
                    help="bake every sound strip of the scene onto its character (one .blend out)")
     p.add_argument("--strip-rule", choices=["prefix", "channel", "table"], default="prefix",
@@ -187,7 +191,8 @@ def main(argv: Sequence[str]) -> int:
                 set_frame_range=args.set_range, set_scene_fps=args.set_fps,
                 use_object_template=not args.no_template, style_path=args.style, clip=clip,
                 postprocess=args.postprocess,
-                engine_entry=(os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine"))
+                engine_entry=(os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine"),
+                warm=not args.cold)
             session = session_mod.GenerateSession(bpy.context.scene, req)
             t_engine = time.perf_counter()
             result = session.run(timeout=args.timeout)
@@ -200,7 +205,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"parley: [{i}/{len(clips)}] {clip}: {result.frames} frames from frame {result.start_frame} "
                   f"({result.mode.lower()}: {where}) -> {out} "
                   f"(engine {time.perf_counter() - t_engine - t_bake:.1f} s, bake {t_bake:.2f} s, "
-                  f"total {time.perf_counter() - t0:.1f} s)", flush=True)
+                  f"total {time.perf_counter() - t0:.1f} s, engine pid {session.job.pid})", flush=True)
         except (Exception, SystemExit) as exc:
             failures += 1
             for leftover in (tmp_out, tmp_out + "1"):
@@ -246,7 +251,7 @@ def from_strips(args: argparse.Namespace, session_mod: ModuleType, strips_mod: M
             mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=line.start_frame,  # type: ignore[attr-defined]
             fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=False,
             use_object_template=not args.no_template, clip=line.strip, engine_entry=entry,  # type: ignore[attr-defined]
-            postprocess=args.postprocess)
+            postprocess=args.postprocess, warm=not args.cold)
 
     t0 = time.perf_counter()
     n = len(plan.lines)
@@ -288,8 +293,18 @@ def _argv() -> list[str]:
     return [] if in_blender_binary else sys.argv[1:]
 
 
+def _stop_warm_engine() -> None:
+    """No engine outlives the batch run (atexit does the same; this makes it explicit and early)."""
+    mod = sys.modules.get(f"{Path(__file__).resolve().parent.name}.warm_engine")
+    if mod is not None:
+        mod.shutdown()
+
+
 if __name__ == "__main__":
-    code = main(_argv())
+    try:
+        code = main(_argv())
+    finally:
+        _stop_warm_engine()
     sys.stdout.flush()
     sys.stderr.flush()
     if code:

@@ -14,6 +14,14 @@ length, it writes a PC2 of synthetic motion (as the engine would), then measures
 Targets (issue 5): a 60 s clip at 30 fps bakes in < 1 s and plays back at < 1 ms per frame
 change. Relative shape keys are measured up to ``--relative-max`` seconds: their cost grows
 with the clip length by design, which is why they are not the default.
+
+    python blender_addon/bench.py --window [--clicks 3] [--mode cache|shapekeys]
+
+measures instead what an animator waits for (issue 14): click -> baked in a real Blender window
+(Debian's Blender 3.4 under Xvfb, the rig of tests/test_addon_window.py), on a 5 s line with the
+real engine: the first click starts the warm engine (cold), the next ``--clicks`` reuse it
+(warm). Targets: warm < 1.0 s, cold < 3 s. Needs ``blender``, ``xvfb-run`` and ``espeak-ng``
+(``make sysdeps``); runs from a source checkout (it uses the window suite's rig in tests/blender).
 """
 from __future__ import annotations
 
@@ -126,6 +134,70 @@ def table(rows: list[dict[str, Any]], fps: float) -> str:
     return "\n".join(out)
 
 
+def run_window(clicks: int, mode: str, keep: str | None = None) -> dict[str, Any]:
+    """Start Blender with a window under Xvfb on tests/blender/window_bench.py; its results."""
+    import json
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    found = {t: shutil.which(t) for t in ("blender", "xvfb-run", "espeak-ng")}
+    missing = [t for t, path in found.items() if path is None]
+    tools = {t: str(path) for t, path in found.items()}
+    if missing:
+        raise SystemExit(f"--window needs {', '.join(missing)}: `make sysdeps` (Debian: apt-get install blender xvfb "
+                         "espeak-ng python3-numpy)")
+    sys.path.insert(0, str(repo))
+    import build_addon
+
+    work = Path(keep or tempfile.mkdtemp(prefix="parley_window_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    legacy = build_addon.build_legacy(work / "dist", work / "build")
+    for d in ("scenes", "shots", "tmp"):
+        (work / d).mkdir(exist_ok=True)
+    wav = work / "line5s.wav"
+    subprocess.run([tools["espeak-ng"], "-w", str(wav), "Hello there. This is a five second line of speech, "
+                    "spoken for the Parley test."], check=True, capture_output=True)
+    cfg = {"repo": str(repo), "work": str(work), "scenes": str(work / "scenes"), "shots": str(work / "shots"),
+           "legacy_zip": str(legacy), "engine_python": sys.executable,
+           "fake_engine": str(repo / "tests" / "blender" / "fake_engine.py"),
+           "head_obj": str(repo / "engine" / "assets" / "default_head.obj"),
+           "wav_5s": str(wav), "wav_a": str(wav), "wav_b": str(wav), "wav_c": str(wav), "timeout": 300,
+           "only": ["install_legacy_zip", "bench_click_to_baked"], "clicks": clicks, "bench_mode": mode.upper(),
+           "log": str(work / "blender.log")}
+    (work / "config.json").write_text(json.dumps(cfg))
+    env = dict(os.environ, BLENDER_USER_CONFIG=str(work / "user" / "config"),
+               BLENDER_USER_SCRIPTS=str(work / "user" / "scripts"),
+               BLENDER_USER_DATAFILES=str(work / "user" / "datafiles"), TMPDIR=str(work / "tmp"))
+    results = work / "results.json"
+    with open(work / "blender.log", "w") as log:
+        subprocess.run([tools["xvfb-run"], "-a", "-s", "-screen 0 1280x800x24", tools["blender"], "--factory-startup",
+                        "--enable-event-simulate", "-p", "0", "0", "1280", "800", "--python",
+                        str(repo / "tests" / "blender" / "window_bench.py"), "--", str(work / "config.json"),
+                        str(results)], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1200)
+    res = json.loads(results.read_text()) if results.exists() else {}
+    if "_bench" not in res:
+        detail = {k: v.get("detail", "")[-2000:] for k, v in res.items() if isinstance(v, dict) and not v.get("ok")}
+        raise SystemExit(f"the window bench failed: {detail or 'no results'}; log: {work / 'blender.log'}")
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return dict(res["_bench"])
+
+
+def window_table(bench: dict[str, Any]) -> str:
+    out = ["| click | engine | click -> baked (s) | engine start -> ready (s) [model load CPU s] | "
+           "engine request (s) [CPU s] | bake (s) | rest: polling, UI (s) | load average |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in bench["rows"]:
+        ready = r["ready_after"] or 0.0
+        engine = r["engine"] or 0.0
+        rest = r["seconds"] - engine - r["bake"] - (ready if r["kind"] == "cold" else 0.0)
+        start = "" if r["ready_after"] is None else f"{ready:.2f} [{r.get('ready_cpu') or 0:.2f}]"
+        out.append(f"| {r['click']} | {r['kind']} | {r['seconds']:.2f} | {start} | "
+                   f"{engine:.2f} [{r.get('engine_cpu') or 0:.2f}] | {r['bake']:.3f} | {max(0.0, rest):.2f} | "
+                   f"{r.get('load', '')} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description="Parley add-on bake/playback benchmark")
     p.add_argument("--seconds", type=float, nargs="+", default=[10, 60, 300])
@@ -135,7 +207,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--relative-max", type=float, default=60.0, help="longest clip for relative keys (s)")
     p.add_argument("--modes", nargs="+", default=["CACHE", "SHAPEKEYS", "SHAPEKEYS_REL"],
                    choices=["CACHE", "SHAPEKEYS", "SHAPEKEYS_REL"])
+    p.add_argument("--window", action="store_true",
+                   help="click -> baked in a real Blender 3.4 window (Xvfb), cold and warm engine, 5 s line")
+    p.add_argument("--clicks", type=int, default=3, help="--window: warm clicks after the cold one")
+    p.add_argument("--mode", choices=["cache", "shapekeys"], default="cache", help="--window: bake mode")
+    p.add_argument("--keep", help="--window: keep the work folder (Blender log, scenes) here")
     a = p.parse_args(argv)
+    if a.window:
+        bench = run_window(a.clicks, a.mode, a.keep)
+        print(f"Blender {bench['blender']} window under Xvfb, {bench['cpus']} CPUs, 5 s line, {a.mode} bake; "
+              f"engine pid {bench['rows'][0]['pid']} for all clicks: "
+              f"{len({r['pid'] for r in bench['rows']}) == 1}")
+        print(window_table(bench))
+        return 0
     import bpy
 
     print(f"Blender {bpy.app.version_string}, {os.cpu_count()} CPUs")
@@ -146,6 +230,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if "--window" in sys.argv:  # plain Python: it starts Blender itself
+        raise SystemExit(main(sys.argv[1:]))
     import bpy
 
     if "--" in sys.argv:

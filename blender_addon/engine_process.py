@@ -241,6 +241,10 @@ class EngineJob:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     # -- protocol ------------------------------------------------------------------------
     def _handle(self, name: str, line: str) -> None:
         event = parse_line(line) if name == "stdout" else None

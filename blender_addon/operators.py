@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 import numpy as np
 
-from . import bake, character_session, engine_process, formats, modal_ui, preferences
+from . import bake, character_session, engine_process, formats, modal_ui, preferences, warm_engine
 from .session import GenerateError, GenerateRequest, GenerateSession, describe_progress
 
 if TYPE_CHECKING:
@@ -171,10 +171,32 @@ def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
     return dict(
         checkpoint=checkpoint_path(context), python=preferences.interpreter(prefs),
         engine_root=preferences.engine_root(), extra_paths=preferences.engine_paths(prefs),
+        warm=preferences.warm(prefs),
         device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
         set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
         cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
         postprocess=None if s.close_lips else "none")
+
+
+def start_warm_engine(context: bpy.types.Context) -> warm_engine.WarmEngine:
+    """Start the warm engine now (add-on enable) with the model the panel would use, so the
+    first click finds it loaded; returns at once."""
+    prefs = preferences.get_prefs(context)
+    scene = context.scene
+    ckpt = checkpoint_path(context) if scene is not None and hasattr(scene, "parley") else None
+    from .session import default_checkpoint
+
+    ckpt = ckpt or default_checkpoint(preferences.engine_root())
+    env = engine_process.engine_env(preferences.engine_root(), preferences.engine_paths(prefs))
+    device = str(getattr(prefs, "default_device", "AUTO")).lower()
+    return warm_engine.start(preferences.interpreter(prefs), ("-m", "engine"), env, ckpt, device)
+
+
+def report_notice(op: bpy.types.Operator) -> None:
+    """Say once that the warm engine had stopped since the last run (and was restarted)."""
+    notice = warm_engine.take_notice()
+    if notice:
+        op.report({"WARNING"}, f"Parley: {short_paths(notice)}")
 
 
 def style_file(context: bpy.types.Context) -> str | None:
@@ -257,8 +279,10 @@ class PARLEY_OT_generate(bpy.types.Operator):
             finally:
                 _ACTIVE.discard(session)
         except USER_ERRORS as exc:
+            report_notice(self)
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
+        report_notice(self)
         self.report_done(result)
         return {"FINISHED"}
 
@@ -278,6 +302,7 @@ class PARLEY_OT_generate(bpy.types.Operator):
             if session is not None:
                 session.cancel()
             ui.end(context)
+            report_notice(self)
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
         self._session, self._ui = session, ui
@@ -313,8 +338,10 @@ class PARLEY_OT_generate(bpy.types.Operator):
             result = session.finish()
         except Exception as exc:  # one readable report; the timer and engine never outlive this
             self._stop(context, cancel_engine=True)
+            report_notice(self)
             self.report({"ERROR"}, user_message(exc))
             return {"CANCELLED"}
+        report_notice(self)
         self.report_done(result)
         return {"FINISHED"}
 

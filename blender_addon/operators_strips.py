@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from . import modal_ui, strips
-from .operators import USER_ERRORS, _settings, scene_of, shared_request_settings, user_message
+from .operators import USER_ERRORS, _settings, report_notice, scene_of, shared_request_settings, user_message
 from .session import GenerateRequest
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class PARLEY_OT_generate_strips(bpy.types.Operator):
             and context.scene.sequence_editor is not None
 
     def _finish_report(self, run: strips.StripsRun, why: str = "") -> set[Ret]:
+        report_notice(self)
         if why:
             kept = (f"; {strips.summary(run)} (Ctrl+Z removes them)" if run.results else
                     "; the scene was not changed")

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from . import engine_process
 
@@ -32,6 +32,16 @@ FALLBACK_REQUIREMENTS = ["torch==2.13.0", "numpy<2", "scipy>=1.10", "soundfile>=
                          "hama==1.7.0"]
 
 
+def _engine_changed(self: Any, _context: Any) -> None:
+    """Another Engine Python, or the warm engine switched off: the running one is stale and is
+    stopped now (the next Generate starts the right one)."""
+    from . import warm_engine
+
+    eng = warm_engine.current()
+    if eng is not None and (not self.keep_engine_warm or eng.cmd[0] != interpreter(self)):
+        warm_engine.shutdown()
+
+
 class ParleyPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
@@ -39,9 +49,18 @@ class ParleyPreferences(bpy.types.AddonPreferences):
         name="Engine Python",
         description="Python interpreter that runs the Parley engine (an environment with torch and Parley). "
                     "Empty: Blender's own Python plus the add-on's dependency folder",
-        subtype="FILE_PATH", default="")
+        subtype="FILE_PATH", default="", update=_engine_changed)
     default_device: EnumProperty(  # type: ignore[valid-type]
         name="Default device", items=DEVICE_ITEMS, default="AUTO")
+    keep_engine_warm: BoolProperty(  # type: ignore[valid-type]
+        name="Keep the engine loaded",
+        description="One engine process stays alive with the model loaded, so a click costs only the work "
+                    "(only the work itself) instead of starting the engine and loading the model each time",
+        default=True, update=_engine_changed)
+    start_engine_on_enable: BoolProperty(  # type: ignore[valid-type]
+        name="Start it when the add-on is enabled",
+        description="Load the engine in the background when Blender starts, so even the first click is fast",
+        default=False)
     cache_dir: StringProperty(  # type: ignore[valid-type]
         name="Cache folder",
         description="Where mesh caches (.pc2) are written; '//' means next to the .blend file",
@@ -66,6 +85,11 @@ class ParleyPreferences(bpy.types.AddonPreferences):
         else:
             row.label(text=str(info.get("error")), icon="ERROR")
         col.prop(self, "default_device")
+        col.prop(self, "keep_engine_warm")
+        sub = col.row()
+        sub.enabled = self.keep_engine_warm
+        sub.prop(self, "start_engine_on_enable")
+        col.label(text=warm_status())
         col.prop(self, "cache_dir")
         box = layout.box()
         box.label(text="Engine dependencies (installed into a folder owned by this add-on)")
@@ -149,6 +173,23 @@ def build_pip_command(python: str, target: str, requirements: list[str], extra_a
     reqs = sorted(requirements, key=lambda r: not r.replace(" ", "").lower().startswith("torch"))
     return [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--upgrade",
             "--target", target, *shlex.split(extra_args), *reqs]
+
+
+def warm_status() -> str:
+    """One line for the preferences: is a warm engine running, and is its model loaded."""
+    from . import warm_engine
+
+    eng = warm_engine.current()
+    if eng is None or not eng.alive:
+        return "Engine: not running (starts on the first Generate)"
+    eng.drain()
+    if eng.ready is None:
+        return f"Engine: loading the model (pid {eng.pid})"
+    return f"Engine: ready (pid {eng.pid}, {eng.ready.get('device', '?')}, loaded in {eng.ready.get('seconds', '?')} s)"
+
+
+def warm(prefs: Any = None) -> bool:
+    return bool(getattr(prefs, "keep_engine_warm", True)) if prefs is not None else True
 
 
 def _probe_cache_get(python: str) -> dict[str, Any] | None:

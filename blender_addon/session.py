@@ -1,11 +1,11 @@
-"""One "Generate from Audio" run: validate → engine child process → bake, or clean up.
+"""One "Generate from Audio" run: validate → engine (warm process or child) → bake, or clean up.
 
 The interactive (modal) operator, its ``execute`` path, the headless batch script and the
 tests all drive this same class, so what the tests verify is what users run:
 
     s = GenerateSession(scene, request)
     s.prepare()          # checks (topology, files) — raises before anything is started
-    s.start()            # spawns the engine; the scene is not touched
+    s.start()            # a request to the warm engine (req.warm) or a fresh engine child; the scene is not touched
     while not s.poll().finished: ...     # a modal timer, or a sleep loop
     result = s.finish()  # bakes in one step (all-or-nothing) or raises with the engine's message
     s.cancel()           # at any time before finish: kills the engine, removes temp files
@@ -25,7 +25,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import bake, engine_process, formats
+from . import bake, engine_process, formats, warm_engine
 
 
 class GenerateError(RuntimeError):
@@ -43,6 +43,7 @@ class GenerateRequest:
     engine_root: str | None = None  # folder holding the ``engine`` package
     extra_paths: Sequence[str] = ()  # extra PYTHONPATH entries (the add-on's deps folder)
     engine_entry: Sequence[str] = ("-m", "engine")
+    warm: bool = False  # send the run to the warm engine (warm_engine.py) instead of a fresh process
     device: str = "auto"
     mode: str = "CACHE"
     start_frame: int = 1
@@ -109,7 +110,7 @@ class EngineSession:
     def __init__(self, scene: bpy.types.Scene, request: Any):
         self.scene = scene
         self.req = request
-        self.job: engine_process.EngineJob | None = None
+        self.job: engine_process.EngineJob | warm_engine.WarmJob | None = None
         self.tmpdir: str | None = None
         self.out_path: str | None = None
 
@@ -125,11 +126,17 @@ class EngineSession:
     def finish(self) -> Any:
         raise NotImplementedError
 
-    def start(self) -> engine_process.EngineJob:
+    def start(self) -> engine_process.EngineJob | warm_engine.WarmJob:
+        """Run the prepared command: a request to the warm engine when ``req.warm``, else a
+        fresh ``python -m engine …`` child (same arguments, same events, same files)."""
         cmd = self.prepare()
         env = engine_process.engine_env(self.req.engine_root, self.req.extra_paths)
         try:
-            self.job = engine_process.EngineJob(cmd, env=env, cwd=self.tmpdir).start()
+            if getattr(self.req, "warm", False):
+                n = 1 + len(self.req.engine_entry)  # [python, *entry] + the command's arguments
+                self.job = warm_engine.submit(cmd[:n], cmd[n:], env)
+            else:
+                self.job = engine_process.EngineJob(cmd, env=env, cwd=self.tmpdir).start()
         except engine_process.EngineError:
             self.cleanup()
             raise

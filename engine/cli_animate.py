@@ -229,9 +229,19 @@ def _read_template(path: str, topology: Any) -> np.ndarray:
     return np.asarray(mesh.vertices, dtype=np.float32)
 
 
+def load_animator(args: argparse.Namespace) -> Any:
+    """The model for this run: loaded now, or the warm server's (``python -m engine serve`` sets
+    ``args.animators``, an :class:`engine.serve.AnimatorCache`)."""
+    cache = getattr(args, "animators", None)
+    if cache is not None:
+        return cache.get(args.checkpoint, args.device)
+    from engine.inference import Animator
+
+    return Animator.from_checkpoint(args.checkpoint, device=args.device)
+
+
 def run_animate(args: argparse.Namespace) -> int:
     from engine.audio import load_audio, num_frames
-    from engine.inference import Animator
 
     if getattr(args, "target", None) or getattr(args, "shapes", None) or getattr(args, "fit", None):
         from engine.retarget.run import run_retarget_cli
@@ -244,7 +254,7 @@ def run_animate(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     progress = _Progress(args.progress)
     wav = load_audio(args.audio)
-    anim = Animator.from_checkpoint(args.checkpoint, device=args.device)
+    anim = load_animator(args)
     args.postprocess = resolve_postprocess(args.postprocess, anim.topology)
     fps = float(args.fps or anim.fps)
     template = _read_template(args.template, anim.topology) if args.template else None

@@ -106,6 +106,8 @@ def test_batch_folder_of_wavs_in_real_blender(scene: Path, tmp_path: Path) -> No
     assert len(lines) == 2, p.stdout
     assert lines[0].startswith("parley: [1/2] a_first:") and lines[1].startswith("parley: [2/2] b_second:")
     assert all("frames from frame 5" in ln for ln in lines)
+    pids = {ln.rsplit("engine pid ", 1)[1].rstrip(")") for ln in lines}
+    assert len(pids) == 1, f"the clips ran on several engines (one warm engine expected): {lines}"
     for clip in ("a_first", "b_second"):
         blend = out / f"{clip}.blend"
         assert blend.is_file()

@@ -62,7 +62,7 @@ from engine.retarget.nricp import NricpConfig, nricp
 
 __all__ = ["Fit", "FitConfig", "FitError", "fit_mesh", "load_fit", "template_landmarks"]
 
-FIT_VERSION = 1
+FIT_VERSION = 2   # 2: mouth corners at the slit ends (fits made before put some corner vertices on the wrong lip)
 LOWER_LIP_SHARE = 0.65   # share of a closing lip gap travelled by the lower lip (as the SynthTalk rig)
 _NO_DATA_MASKS = ("teeth", "mouth_interior", "eyeballs")
 

@@ -236,9 +236,8 @@ def write_preview(path: str, mesh: UserMesh, fit: Fit, topology: Any) -> None:
 def run_retarget_cli(args: Any) -> int:
     """``python -m engine animate`` with ``--target`` and/or ``--shapes`` (see engine.cli_animate)."""
     from engine.audio import load_audio
-    from engine.cli_animate import FORMATS, _Progress, open_output, resolve_postprocess
+    from engine.cli_animate import FORMATS, _Progress, load_animator, open_output, resolve_postprocess
     from engine.fileio import atomic_write
-    from engine.inference import Animator
 
     out = Path(args.out) if args.out else None
     if args.shapes:
@@ -257,7 +256,7 @@ def run_retarget_cli(args: Any) -> int:
     progress = _Progress(args.progress)
     mesh = load_user_mesh(args.target) if args.target else None
     wav = load_audio(args.audio)
-    anim = Animator.from_checkpoint(args.checkpoint, device=args.device)
+    anim = load_animator(args)
     topology = anim.topology
     fps = float(args.fps or anim.fps)
 

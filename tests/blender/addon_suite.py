@@ -107,6 +107,9 @@ def set_engine(kind: str, env: dict[str, str] | None = None) -> None:
     """Point the add-on at the engine interpreter and the real or fake entry point."""
     prefs = bpy.context.preferences.addons[CFG["module"]].preferences
     prefs.interpreter_path = CFG["engine_python"]
+    # this suite checks the one-shot engine process (pids killed on cancel …); the warm engine is
+    # covered by tests/test_addon_warm_engine.py, the window suite and the batch tests
+    prefs.keep_engine_warm = False
     ops = sub("operators")
     if not hasattr(ops, "_orig_request"):
         ops._orig_request = ops.request_from_context
@@ -761,6 +764,41 @@ def batch_from_installed_extension_with_scene() -> str:
     expect(fail.returncode == 1 and "simulated engine failure" in fail.stderr, f"engine failure: {fail.stderr}")
     expect(sorted(os.listdir(out_dir)) == before, f"files written by failed runs: {os.listdir(out_dir)}")
     return p.stdout.strip().splitlines()[-1][:160]
+
+
+@check
+def warm_engine_reused_then_stopped_by_disable() -> str:
+    """The warm engine in the bpy module (the operator's execute path): two runs on one engine
+    process; disabling the add-on ends it. Last check: it re-enables the add-on at the end."""
+    obj = fresh_scene("warm", CFG["head_obj"])
+    assert obj is not None
+    set_engine("fake")
+    bpy.context.preferences.addons[CFG["module"]].preferences.keep_engine_warm = True
+    settings(CFG["wav_a"], "CACHE", set_frame_range=True)
+    warm = sub("warm_engine")
+    pids = []
+    for _ in range(2):
+        res, msg = run_op()
+        expect(res == {"FINISHED"}, f"operator returned {res}: {msg}")
+        eng = warm.current()
+        expect(eng is not None and eng.alive and not eng.jobs, "no idle warm engine after the run")
+        pids.append(eng.pid)
+    expect(pids[0] == pids[1], f"two runs, two engines: {pids}")
+    bpy.ops.preferences.addon_disable(module=CFG["module"])
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:
+            try:
+                os.kill(pids[0], 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise Fail(f"engine {pids[0]} still running after the add-on was disabled")
+        expect(warm.current() is None, "the add-on still holds an engine after disable")
+    finally:
+        bpy.ops.preferences.addon_enable(module=CFG["module"])
+    return f"two runs on engine pid {pids[0]}; gone after disabling the add-on"
 
 
 # ------------------------------------------------------------------------------ main

@@ -82,6 +82,7 @@ def panel_settings(target: str, audio: str, **kw: Any) -> Any:
 def prefs_engine() -> None:
     prefs = bpy.context.preferences.addons[CFG["module"]].preferences
     prefs.interpreter_path = CFG["engine_python"]
+    prefs.keep_engine_warm = False  # one-shot processes here; the warm engine: window_character.py
 
 
 def fit_now(obj: bpy.types.Object) -> Any:

@@ -7,7 +7,12 @@ checkpoint's topology vertices) plus small per-frame sinusoidal offsets.
 Behaviour switches (environment): PARLEY_FAKE_FAIL=1 → error event + exit 2 after some progress;
 PARLEY_FAKE_CRASH=1 → traceback on stderr, exit 1, no protocol; PARLEY_FAKE_SLEEP=<s> → sleep
 between progress lines (for cancel tests); PARLEY_FAKE_PIDFILE=<path> → write own pid there;
-PARLEY_FAKE_ARGV=<path> → append own argument list there as one JSON line (pass-through tests).
+PARLEY_FAKE_ARGV=<path> → append the request's arguments there as one JSON line (pass-through tests).
+
+``fake_engine.py serve`` is the warm engine's stand-in: the real protocol
+(:class:`engine.serve.Server`) with this fake work as the request handler, so cancel takes
+effect at the fake's progress lines exactly as at the real engine's. There PARLEY_FAKE_CRASH=1
+kills the whole process during a request (traceback on stderr, exit 1), as a real crash would.
 """
 from __future__ import annotations
 
@@ -44,7 +49,10 @@ def fake_frames(template: np.ndarray, t_count: int) -> np.ndarray:
     return (template[None] + 0.02 * np.sin(0.3 * t + 0.1 * v) * axis).astype(np.float32)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve()
     p = argparse.ArgumentParser()
     p.add_argument("command")
     p.add_argument("--audio", required=True)
@@ -56,10 +64,10 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", default="json")
     p.add_argument("--postprocess", choices=["lipclose", "none"])
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if os.environ.get("PARLEY_FAKE_ARGV"):
         with open(os.environ["PARLEY_FAKE_ARGV"], "a") as fh:
-            fh.write(json.dumps(sys.argv[1:]) + "\n")
+            fh.write(json.dumps(list(argv) if argv is not None else sys.argv[1:]) + "\n")
     import soundfile as sf  # here, not at the top: tests import fake_frames where these are missing
 
     from engine.audio import num_frames
@@ -70,6 +78,15 @@ def main() -> int:
             fh.write(str(os.getpid()))
     delay = float(os.environ.get("PARLEY_FAKE_SLEEP", "0"))
     if os.environ.get("PARLEY_FAKE_CRASH"):
+        if SERVING:  # a real crash of the warm process, not an exception its server would report
+            import traceback
+
+            try:
+                raise RuntimeError("simulated crash inside the engine")
+            except RuntimeError:
+                traceback.print_exc(file=sys.stderr)
+                sys.stderr.flush()
+            os._exit(1)
         raise RuntimeError("simulated crash inside the engine")
     print("some library warning that is not JSON", flush=True)
     info = sf.info(a.audio)
@@ -87,6 +104,21 @@ def main() -> int:
     emit(event="progress", stage="write", fraction=1.0)
     emit(event="done", out=a.out, frames=t_count, vertices=len(template), fps=a.fps)
     return 0
+
+
+SERVING = False
+
+
+def serve() -> int:
+    """The warm engine's protocol around the fake work (see the module docstring)."""
+    global SERVING
+    from engine.serve import Server, protect_stdout
+
+    SERVING = True
+    if os.environ.get("PARLEY_FAKE_PIDFILE"):
+        with open(os.environ["PARLEY_FAKE_PIDFILE"], "w") as fh:
+            fh.write(str(os.getpid()))
+    return Server(handler=main, out=protect_stdout()).run(preload=lambda: {"device": "fake"})
 
 
 if __name__ == "__main__":

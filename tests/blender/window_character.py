@@ -87,7 +87,11 @@ def click_and_wait(op: str, what: str) -> Generator[float, None, tuple[float, li
             wd.expect(time.monotonic() - t0 < wd.CFG["timeout"], f"{what} did not finish")
             yield 0.1
         seconds = time.monotonic() - t0
-    wd.expect(not wd.pid_alive(pid), "engine still alive after the run")
+    # Fit runs a one-shot engine (gone now); Generate a request on the warm engine (alive, idle)
+    if wd.pid_alive(pid):
+        eng = wd.addon_mod("warm_engine").current()
+        wd.expect(eng is not None and eng.pid == pid and not eng.jobs,
+                  f"engine {pid} still alive after the run and not the idle warm engine")
     wd.expect(st.texts and st.texts[-1] is None, f"status bar not cleared: {st.texts[-1:]!r}")
     return seconds, wd.reports(), st.texts
 

@@ -25,5 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import window_rig  # noqa: E402
 import window_scenarios  # noqa: E402,F401  (registers the scenarios, in this order)
 import window_scenarios_dialogue  # noqa: E402,F401
+import window_scenarios_warm  # noqa: E402,F401
 
 window_rig.main()

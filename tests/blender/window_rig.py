@@ -292,10 +292,17 @@ class EngineSpy:
 
 
 def engine_pid() -> int | None:
+    """The engine process of the running Generate (the warm engine's, or a one-shot child's)."""
     for s in addon_mod("operators")._ACTIVE:
-        if s.job is not None and s.job._proc is not None:
-            return int(s.job._proc.pid)
+        if s.job is not None and s.job.pid is not None:
+            return int(s.job.pid)
     return None
+
+
+def warm_pid() -> int | None:
+    """The add-on's warm engine process, if one is running."""
+    eng = addon_mod("warm_engine").current()
+    return eng.pid if eng is not None and eng.alive else None
 
 
 def pid_alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from window_rig import (  # noqa: E402
     open_scene,
     parley_tmpdirs,
     pid_alive,
+    warm_pid,
     reports,
     running,
     scenario,
@@ -163,7 +164,9 @@ def _click_bake(mode: str, shots: bool) -> Generator[float, None, str]:
     new = reports()
     expect(any("baked" in r for r in new), f"no success report; reports: {new}")
     expect(not any("Traceback" in r or "Error" in r for r in new), f"error reports: {new}")
-    expect(not pid_alive(pid), f"engine pid {pid} still alive after the bake")
+    expect(pid_alive(pid) and warm_pid() == pid, f"engine pid {pid} is not the warm engine after the bake "
+                                                 f"(warm: {warm_pid()})")
+    expect(not addon_mod("warm_engine").current().jobs, "the warm engine still has open requests")
     if shots:  # the status bar really showed the progress text (pixels, not just our calls)
         expect(shot_mid is not None, "no screenshot while the engine reported progress")
         change = float(np.abs(status_bar_crop(shot_mid) - status_bar_crop(shot_before)).mean())
@@ -292,13 +295,19 @@ def _start_slow_run(name: str) -> Generator[float, None, dict[str, Any]]:
     return {"before": before, "pid": pid, "tmp_before": tmp_before, "ui": ui}
 
 
-def _check_stopped(run: dict[str, Any], what: str) -> str:
-    expect(not pid_alive(run["pid"]), f"engine pid {run['pid']} survived {what}")
+def _check_stopped(run: dict[str, Any], what: str, warm_stays: bool) -> str:
+    """The request stopped; the warm engine is still loaded (Esc, file load) or gone (disable)."""
+    if warm_stays:
+        expect(pid_alive(run["pid"]) and warm_pid() == run["pid"], f"the warm engine {run['pid']} died on {what}")
+        expect(not addon_mod("warm_engine").current().jobs, f"the engine still runs a request after {what}")
+    else:
+        expect(not pid_alive(run["pid"]), f"engine pid {run['pid']} survived {what}")
     expect(not running(), f"the progress UI is still open after {what}")
     left = parley_tmpdirs() - run["tmp_before"]
     expect(not left, f"temporary folders left after {what}: {left}")
     cache = os.path.join(CFG["scenes"], "parley_cache")
-    return f"pid {run['pid']} gone, no temp folder, cache folder {files_under(cache) or 'empty'}"
+    state = "still warm" if warm_stays else "gone"
+    return f"request stopped, engine pid {run['pid']} {state}, no temp folder, cache folder {files_under(cache) or 'empty'}"
 
 
 @scenario
@@ -312,14 +321,22 @@ def esc_mid_run_cancels() -> Generator[float, None, str]:
         key("ESC")
         yield from wait_until(lambda: not running(), 10, "the operator to end after Esc")
         yield 0.3
-    msg = _check_stopped(run, "Esc")
+    msg = _check_stopped(run, "Esc", warm_stays=True)
     expect(files_under(cache) == cache_before, f"cache folder changed: {files_under(cache)}")
     after = suite.snapshot()
     expect(after == run["before"], f"scene changed: {suite.diff(run['before'], after)}")
     new = reports()
     expect(any("cancelled" in r for r in new), f"no cancel report: {new}")
     expect(st.texts[-1] is None, f"status bar not cleared: {st.texts}")
-    return f"{msg}; reports {new}; status texts {st.texts}"
+    # the engine stayed warm: the next click runs on the same process and bakes
+    clear_reports()
+    res = click("parley.generate")
+    expect(res == {"RUNNING_MODAL"}, f"second click returned {res}: {reports()}")
+    expect(engine_pid() == run["pid"], f"second click ran on pid {engine_pid()}, not the warm {run['pid']}")
+    yield from wait_until(lambda: not running(), 60, "the second click to finish")
+    again = reports()
+    expect(any("baked" in r for r in again), f"the click after Esc did not bake: {again}")
+    return f"{msg}; reports {new}; status texts {st.texts}; next click on the same engine: {again[-1]!r}"
 
 
 @scenario
@@ -330,8 +347,8 @@ def load_blend_mid_run_cancels() -> Generator[float, None, str]:
     with bpy.context.temp_override(**view3d()):
         bpy.ops.wm.open_mainfile(filepath=os.path.join(CFG["scenes"], "other.blend"))
     yield 0.5
-    yield from wait_until(lambda: not pid_alive(run["pid"]), 10, "the engine to be killed")
-    msg = _check_stopped(run, "loading another .blend")
+    yield from wait_until(lambda: not running(), 10, "the run to stop")
+    msg = _check_stopped(run, "loading another .blend", warm_stays=True)
     expect(os.path.getmtime(base) == mtime, "base.blend was written")
     expect(bpy.data.objects.get("WrongMesh") is not None, "other.blend did not load")
     yield from open_scene("base")
@@ -346,7 +363,8 @@ def disable_addon_mid_run() -> Generator[float, None, str]:
     addon_utils.disable(MODULE, default_set=True)
     yield 0.5
     expect(not hasattr(bpy.ops.parley, "generate") or "generate" not in dir(bpy.ops.parley), "still registered")
-    msg = _check_stopped(run, "disabling the add-on")
+    msg = _check_stopped(run, "disabling the add-on", warm_stays=False)
+    expect(addon_mod("warm_engine").current() is None, "the warm engine outlived the add-on")
     ticks = 0
     for _ in range(5):  # Blender keeps running events normally (no stale timer/handler errors)
         ticks += 1

@@ -1,0 +1,126 @@
+"""Real-window scenarios of the warm engine (blender_addon/warm_engine.py), run by window_driver.py.
+
+* ``warm_two_clicks_reuse_engine`` -- the engine started as at add-on enable (preference) returns
+  at once; two Generate clicks with the real engine then run on that one process (same pid,
+  still alive, idle), each bakes; click->baked times go to ``_timings``.
+* ``warm_engine_killed_between_clicks`` -- the engine is killed while idle: the next click
+  works on a new engine and says once that the old one had stopped; the click after that says
+  nothing. Then disabling the add-on kills the (idle) engine.
+
+Esc mid-request (the request stops, the engine stays warm and the next click uses it) is
+``esc_mid_run_cancels`` in window_scenarios.py; disabling mid-run is ``disable_addon_mid_run``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Generator
+
+import addon_utils
+import bpy
+from window_rig import (
+    CFG,
+    MODULE,
+    RESULTS,
+    _instrument_panel,
+    addon_mod,
+    clear_reports,
+    click,
+    engine_pid,
+    expect,
+    open_scene,
+    pid_alive,
+    reports,
+    running,
+    scenario,
+    set_engine,
+    settings,
+    view3d,
+    wait_until,
+    warm_pid,
+)
+
+
+def click_and_bake(what: str, **setup: object) -> Generator[float, None, tuple[float, int, list[str]]]:
+    """Panel settings (again: an Undo of the previous bake also undoes them), one Generate click
+    until the operator ends; (seconds, engine pid, reports)."""
+    settings(checkpoint_source="DEFAULT", audio_source="FILE", audio_path=CFG["wav_5s"], start_frame=1,
+             set_frame_range=True, **setup)
+    clear_reports()
+    t0 = time.monotonic()
+    res = click("parley.generate")
+    expect(res == {"RUNNING_MODAL"}, f"{what}: the click returned {res}: {reports()}")
+    pid = engine_pid()
+    expect(pid is not None, f"{what}: no engine process")
+    while running():
+        expect(time.monotonic() - t0 < CFG["timeout"], f"{what}: the bake did not finish")
+        yield 0.02
+    seconds = time.monotonic() - t0
+    new = reports()
+    expect(any("baked" in r for r in new), f"{what}: no success report: {new}")
+    return seconds, int(pid), new
+
+
+@scenario
+def warm_two_clicks_reuse_engine() -> Generator[float, None, str]:
+    yield from open_scene("base")
+    set_engine("real")
+    # "Start it when the add-on is enabled": what register()'s one-shot timer runs. It returns at
+    # once (the model loads in the background) and the clicks below use that engine.
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.start_engine_on_enable = True
+    addon_mod("warm_engine").shutdown()
+    t0 = time.monotonic()
+    expect(__import__(MODULE)._start_engine_if_wanted() is None, "the start timer must be one-shot")
+    started_in = time.monotonic() - t0
+    prefs.start_engine_on_enable = False
+    early = warm_pid()
+    expect(early is not None, "no engine after the enable-time start")
+    expect(started_in < 1.0, f"starting the engine blocked the UI for {started_in:.2f} s")
+    times, pids = [], []
+    for i in range(2):
+        s, pid, _ = yield from click_and_bake(f"click {i + 1}", bake_mode="CACHE")
+        times.append(s)
+        pids.append(pid)
+        with bpy.context.temp_override(**view3d()):
+            bpy.ops.ed.undo()  # the next click bakes onto the same, unanimated head
+        yield 0.2
+    expect(pids[0] == pids[1] == early, f"the clicks did not both use the engine started at enable: "
+                                         f"{early} then {pids}")
+    expect(pid_alive(pids[0]) and warm_pid() == pids[0], f"the engine {pids[0]} is not alive and warm")
+    expect(not addon_mod("warm_engine").current().jobs, "the engine still has open requests")
+    RESULTS.setdefault("_timings", {})["warm_clicks"] = [round(t, 2) for t in times]
+    return (f"engine started at enable in {started_in:.3f} s (pid {early}, loading in the background); two clicks "
+            f"on it: click->baked {times[0]:.2f} s, {times[1]:.2f} s")
+
+
+@scenario
+def warm_engine_killed_between_clicks() -> Generator[float, None, str]:
+    yield from open_scene("base")
+    set_engine("fake", {"PARLEY_FAKE_SLEEP": "0.05"})
+    _, first, _ = yield from click_and_bake("click before the kill", bake_mode="SHAPEKEYS")
+    os.kill(first, signal.SIGKILL)
+    yield from wait_until(lambda: not pid_alive(first), 5, "the engine to die")
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.ed.undo()
+    yield 0.2
+    _, second, r2 = yield from click_and_bake("click after the kill", bake_mode="SHAPEKEYS")
+    expect(second != first and pid_alive(second), f"no new engine after the kill (pids {first}, {second})")
+    said = [r for r in r2 if "had stopped" in r]
+    expect(len(said) == 1 and "exit code -9" in said[0] and "restarted" in said[0],
+           f"the click after the kill should say once that the engine had stopped: {r2}")
+    with bpy.context.temp_override(**view3d()):
+        bpy.ops.ed.undo()
+    yield 0.2
+    _, third, r3 = yield from click_and_bake("the click after that", bake_mode="SHAPEKEYS")
+    expect(third == second, f"the third click started another engine ({second} -> {third})")
+    expect(not any("had stopped" in r for r in r3), f"the notice was repeated: {r3}")
+    # disabling the add-on kills the idle engine
+    addon_utils.disable(MODULE, default_set=True)
+    yield from wait_until(lambda: not pid_alive(third), 5, "the engine to exit after disabling the add-on")
+    addon_utils.enable(MODULE, default_set=True)
+    _instrument_panel()
+    expect(hasattr(bpy.types.Scene, "parley"), "re-enable failed")
+    return f"engine {first} killed -> next click on {second} reported {said[0]!r}; then {third} quietly; " \
+           f"disabling the add-on ended {third}"
