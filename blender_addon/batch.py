@@ -2,7 +2,7 @@
 
     blender -b scene.blend --python-exit-code 1 -P blender_addon/batch.py -- \\
         --audio a.wav [--audio b.wav] [--audio-dir clips/] --object Face \\
-        [--checkpoint C.safetensors] --mode cache|shapekeys --out baked.blend
+        [--checkpoint C.safetensors] [--postprocess lipclose|none] --mode cache|shapekeys --out baked.blend
 
     python blender_addon/batch.py --scene scene.blend | --mesh head.obj  … (bpy module)
 
@@ -70,6 +70,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="use the checkpoint's own face instead of the object's rest shape")
     p.add_argument("--style", help="style reference (.npy or .pc2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--postprocess", choices=["lipclose", "none"], default=None,
+                   help="lipclose: shut the lips on /p b m/ heard in the audio; none: the model's output as is "
+                        "(default: the engine's, lipclose)")
     p.add_argument("--python", dest="python", default="",
                    help="interpreter that runs the engine (default: this one)")
     p.add_argument("--engine-script", default="",
@@ -187,6 +190,7 @@ def main(argv: Sequence[str]) -> int:
                 fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=not args.no_sound,
                 set_frame_range=args.set_range, set_scene_fps=args.set_fps,
                 use_object_template=not args.no_template, style_path=args.style, clip=clip,
+                postprocess=args.postprocess,
                 engine_entry=(os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine"),
                 warm=not args.cold)
             session = session_mod.GenerateSession(bpy.context.scene, req)
@@ -247,7 +251,7 @@ def from_strips(args: argparse.Namespace, session_mod: ModuleType, strips_mod: M
             mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=line.start_frame,  # type: ignore[attr-defined]
             fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=False,
             use_object_template=not args.no_template, clip=line.strip, engine_entry=entry,  # type: ignore[attr-defined]
-            warm=not args.cold)
+            postprocess=args.postprocess, warm=not args.cold)
 
     t0 = time.perf_counter()
     n = len(plan.lines)

@@ -173,7 +173,7 @@ class CharacterSession(GenerateSession):
         python = r.python or engine_process.default_python()
         self.req.python = python
         ereq = engine_process.AnimateRequest(audio=audio, out=self.out_path, checkpoint=ckpt, fps=self.fps,
-                                             device=r.device)
+                                             device=r.device, postprocess=r.postprocess)
         return engine_process.build_animate_command(python, ereq, entry=r.engine_entry) + args
 
     def finish(self) -> bake.BakeResult:

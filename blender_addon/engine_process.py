@@ -50,6 +50,7 @@ class AnimateRequest:
     style: str | None = None
     fps: float | None = None
     device: str = "auto"
+    postprocess: str | None = None  # --postprocess lipclose|none; None = the engine's default (lipclose)
 
 
 def build_animate_command(python: str, req: AnimateRequest, entry: Sequence[str] = ("-m", "engine")) -> list[str]:
@@ -64,6 +65,8 @@ def build_animate_command(python: str, req: AnimateRequest, entry: Sequence[str]
         cmd += ["--style", req.style]
     if req.fps:
         cmd += ["--fps", _fmt_float(req.fps)]
+    if req.postprocess:
+        cmd += ["--postprocess", req.postprocess]
     cmd += ["--device", req.device.lower(), "--progress", "json"]
     return cmd
 

@@ -174,7 +174,8 @@ def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
         warm=preferences.warm(prefs),
         device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
         set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
-        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache")
+        cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
+        postprocess=None if s.close_lips else "none")
 
 
 def start_warm_engine(context: bpy.types.Context) -> warm_engine.WarmEngine:

@@ -66,6 +66,7 @@ class PARLEY_PT_generate(bpy.types.Panel):
         elif s.style_source == "FILE":
             col.prop(s, "style_path", text="")
         col.prop(s, "use_object_template")
+        col.prop(s, "close_lips")
 
         row = col.row()
         row.prop(s, "device")

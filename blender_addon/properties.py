@@ -69,6 +69,10 @@ class ParleySettings(bpy.types.PropertyGroup):
                ("CUDA", "CUDA", "NVIDIA GPU"),
                ("CPU", "CPU", "CPU")],
         default="PREFS")
+    close_lips: BoolProperty(  # type: ignore[valid-type]
+        name="Close lips on B/P/M", default=True,
+        description="Shut the lips where the audio has a /p b m/ (the engine's lipclose post-processing); "
+                    "off = the model's output as is")
     start_frame: IntProperty(name="Start frame", default=1)  # type: ignore[valid-type]
     fps_source: EnumProperty(  # type: ignore[valid-type]
         name="Frame rate",

@@ -54,6 +54,7 @@ class GenerateRequest:
     set_scene_fps: bool = False
     use_object_template: bool = False  # send the object's rest shape as --template
     style_path: str | None = None
+    postprocess: str | None = None  # engine --postprocess; None = its default (lipclose: lips meet on B/P/M)
     cache_dir: str = "//parley_cache"
     clip: str | None = None  # default: from the audio file name
     temp_files: list[str] = field(default_factory=list)  # deleted when the session ends (style samples)
@@ -230,7 +231,7 @@ class GenerateSession(EngineSession):
             formats.write_template_obj(template, co.reshape(-1, 3), faces)
         ereq = engine_process.AnimateRequest(
             audio=audio, out=self.out_path, checkpoint=ckpt, template=template, style=style,
-            fps=self.fps, device=r.device)
+            fps=self.fps, device=r.device, postprocess=r.postprocess)
         python = r.python or engine_process.default_python()
         self.req.python = python
         return engine_process.build_animate_command(python, ereq, entry=r.engine_entry)

@@ -1,7 +1,12 @@
 """``python -m engine animate``: speech audio -> vertex animation file (the Blender add-on's entry point).
 
     python -m engine animate --audio A.wav [--checkpoint C] [--template mesh.obj] [--style ref.npy|ref.pc2]
-        [--fps F] [--device auto|cpu|cuda] --out out.{npy,pc2,mdd} | --out-dir objs/ [--progress json]
+        [--fps F] [--device auto|cpu|cuda] [--postprocess lipclose|none]
+        --out out.{npy,pc2,mdd} | --out-dir objs/ [--progress json]
+
+``--postprocess lipclose`` (the default) closes the lips on /p b m/ heard in the audio
+(:mod:`engine.postprocess`, one extra phoneme-recogniser pass); ``none`` writes the model's output
+as is (what the benchmark's model rows score).
 
 Output files are written *while* decoding: the destination format's header goes into a temporary
 file next to the destination, each decoded window of frames is appended to it, and the file is
@@ -24,11 +29,13 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["register", "run_animate", "open_output"]
+from engine.postprocess import DEFAULT_POSTPROCESS
+
+__all__ = ["register", "run_animate", "open_output", "resolve_postprocess"]
 
 FORMATS = (".npy", ".pc2", ".mdd")
 
@@ -46,6 +53,10 @@ def register(subparsers: Any) -> None:
                                    "its speaking style modulates the animation")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the checkpoint's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--postprocess", default=None, type=_postprocess, metavar="{lipclose,none}",
+                   help="lipclose: close the lips on /p b m/ heard in the audio (one phoneme-recogniser pass, "
+                        "~0.1-0.2 s per second of audio); none: the model's output as is "
+                        f"(default: {DEFAULT_POSTPROCESS} where the checkpoint's topology has inner-lip masks)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--out", help="output animation: .npy, .pc2 or .mdd")
     g.add_argument("--out-dir", help="write an OBJ sequence into this folder")
@@ -53,6 +64,28 @@ def register(subparsers: Any) -> None:
                    help="bar: tqdm on stderr; json: one JSON event per line on stdout (Blender add-on)")
     _add_retarget_options(p)
     p.set_defaults(func=run_animate)
+
+
+def _postprocess(name: str) -> str:
+    from engine.postprocess import check_postprocess
+
+    try:
+        return check_postprocess(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resolve_postprocess(requested: str | None, topology: Any) -> str:
+    """``--postprocess`` as given, else the default -- unless the topology cannot support it
+    (no paired inner-lip masks, e.g. a user's own capture): then ``none`` with a warning."""
+    if requested is not None:
+        return requested
+    masks = getattr(topology, "masks", {}) or {}
+    if DEFAULT_POSTPROCESS == "lipclose" and not {"lip_upper_inner", "lip_lower_inner"} <= set(masks):
+        print(f"warning: topology {getattr(topology, 'name', '')!r} has no lip_upper_inner/lip_lower_inner masks, "
+              "so the lips are not closed on /p b m/ (postprocess none)", file=sys.stderr)
+        return "none"
+    return DEFAULT_POSTPROCESS
 
 
 def _add_retarget_options(p: argparse.ArgumentParser) -> None:
@@ -222,6 +255,7 @@ def run_animate(args: argparse.Namespace) -> int:
     progress = _Progress(args.progress)
     wav = load_audio(args.audio)
     anim = load_animator(args)
+    args.postprocess = resolve_postprocess(args.postprocess, anim.topology)
     fps = float(args.fps or anim.fps)
     template = _read_template(args.template, anim.topology) if args.template else None
     style = _read_style(args.style, anim.num_vertices) if args.style else None
@@ -229,12 +263,14 @@ def run_animate(args: argparse.Namespace) -> int:
     try:
         if args.out:
             with open_output(out, T, V, fps) as buf:
-                anim.animate(wav, fps=fps, style=style, template=template, progress=progress, out=buf)
+                anim.animate(wav, fps=fps, style=style, template=template, progress=progress, out=buf,
+                             postprocess=args.postprocess)
                 progress("write", 1.0)
             dest = str(out)
         else:
             from engine.exporters import write_obj_sequence
-            frames = anim.animate(wav, fps=fps, style=style, template=template, progress=progress)
+            frames = anim.animate(wav, fps=fps, style=style, template=template, progress=progress,
+                                  postprocess=args.postprocess)
             write_obj_sequence(args.out_dir, frames, anim.topology.faces,
                                progress=lambda f: progress("write", f))
             dest = str(args.out_dir)

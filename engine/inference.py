@@ -229,7 +229,7 @@ class Animator:
     @torch.no_grad()
     def animate(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None, fps: float | None = None,
                 style: np.ndarray | None = None, template: np.ndarray | None = None,
-                progress: ProgressFn | None = None, out: Any = None) -> np.ndarray:
+                progress: ProgressFn | None = None, out: Any = None, postprocess: str | None = "none") -> np.ndarray:
         """Animate speech: returns ``(T, V, 3)`` float32 with ``T = num_frames(len(audio), fps)``.
 
         ``audio``: a file path or a mono waveform (arrays are taken as 16 kHz unless ``sample_rate`` says
@@ -240,10 +240,18 @@ class Animator:
         ``progress(stage, fraction)`` with stage ``encode`` / ``decode``.
         ``out``: optional preallocated ``(T, V, 3)`` float32 array (e.g. ``np.memmap`` of the
         destination file) -- then nothing of output size is held in RAM.
+        ``postprocess``: ``"none"`` (default: the model's output as is) or ``"lipclose"`` (close the
+        lips on /p b m/ heard in the audio, :mod:`engine.postprocess`; streams, so ``out`` stays
+        bounded).  The CLI and the add-on default to ``"lipclose"``.
         """
         from engine.audio import load_audio, num_frames as frames_for
         from engine.models.windowing import predict_sequence
+        from engine.postprocess import check_postprocess
 
+        post = check_postprocess(postprocess)
+        if post == "lipclose":
+            from engine.postprocess import lip_masks
+            lip_masks(self.topology.masks)   # refuse before any work when the topology cannot support it
         if isinstance(audio, np.ndarray) and sample_rate is None:
             sample_rate = 16000  # arrays are the engine's canonical 16 kHz unless told otherwise
         wav = load_audio(audio, sample_rate=sample_rate)
@@ -254,6 +262,19 @@ class Animator:
         tmpl = self._template(template)
         style_vec = self.style_vector(style)
         stage = (lambda name: (lambda f: progress(name, f))) if progress is not None else (lambda name: None)
-        feats = self.features(wav, T, progress=stage("encode"))
-        return predict_sequence(self.model, feats, tmpl, style_vec, out=out, window_frames=self.window_frames,
-                                progress=stage("decode"))
+        if post == "none":
+            feats = self.features(wav, T, progress=stage("encode"))
+            return predict_sequence(self.model, feats, tmpl, style_vec, out=out, window_frames=self.window_frames,
+                                    progress=stage("decode"))
+        from engine.postprocess import LipCloseSink, audio_bilabial_evidence
+
+        # "encode" covers both listening passes: hama's (~1/5 of the time) then the model encoder's
+        enc = stage("encode") or (lambda f: None)
+        evidence = audio_bilabial_evidence(wav, progress=lambda f: enc(0.2 * f))
+        feats = self.features(wav, T, progress=lambda f: enc(0.2 + 0.8 * f))
+        result = np.empty((T, self.num_vertices, 3), dtype=np.float32) if out is None else out
+        sink = LipCloseSink(result, evidence, fps, tmpl.numpy(), self.topology.masks)
+        predict_sequence(self.model, feats, tmpl, style_vec, out=sink, window_frames=self.window_frames,
+                         progress=stage("decode"))
+        sink.close()
+        return result

@@ -21,18 +21,45 @@ weight 1 every paired upper/lower inner-lip vertex moves half of its gap toward 
 meet in the middle).  Other vertices near the mouth follow the nearest inner-lip vertex on their
 side of the lip line with a Gaussian fall-off (``radius`` in mesh units), so the lips stay smooth.
 Nothing else (upper face, eyes) moves.
+
+Streaming (:class:`LipCloseSink`): the stage is local in time -- a frame depends only on the
+predicted gap inside the search windows of the events within ``hold + ramp`` frames of it -- so it
+runs as an ``out[a:b] = frames`` sink between :func:`engine.models.windowing.predict_sequence` and
+the output file, holding back only the frames whose nearby events are not yet decided.  An hour of
+audio therefore still animates in bounded memory, and :func:`lipclose` (whole array) is the same
+code path.
+
+Who calls it: :meth:`engine.inference.Animator.animate` with ``postprocess="lipclose"``; the CLI
+(``python -m engine animate --postprocess lipclose|none``), the Blender add-on and its batch script
+turn it on by default (README "Lip benchmark": it is what an animator should see).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["LipCloseConfig", "BILABIAL_IPA", "bilabial_evidence", "closure_events", "closure_weights",
-           "close_lips", "lipclose"]
+__all__ = ["LipCloseConfig", "BILABIAL_IPA", "POSTPROCESS_CHOICES", "DEFAULT_POSTPROCESS", "check_postprocess",
+           "bilabial_evidence", "audio_bilabial_evidence", "closure_windows", "closure_events", "closure_weights",
+           "close_lips", "lip_masks", "LipCloseSink", "lipclose"]
 
 BILABIAL_IPA = ("p", "pʰ", "p͈", "b", "m", "ɓ", "ʙ")
 _NON_PHONE = ("<pad>", "<sos>", "<eos>", "<unk>", " ", "<wb>", "<blank>", "%", ",")
+
+POSTPROCESS_CHOICES = ("none", "lipclose")
+DEFAULT_POSTPROCESS = "lipclose"   # for the animator-facing entry points (CLI, add-on, batch); the
+                                   # Animator API and the benchmark's model rows default to "none"
+
+
+def check_postprocess(name: str | None) -> str:
+    """Normalise a post-processing name (``None`` -> ``"none"``); an unknown one is a ValueError
+    that lists the choices."""
+    key = "none" if name is None else str(name).strip().lower()
+    if key not in POSTPROCESS_CHOICES:
+        raise ValueError(f"unknown post-processing {name!r}: choose one of {', '.join(POSTPROCESS_CHOICES)} "
+                         "(lipclose closes the lips on /p b m/ heard in the audio; none = the model's output as is)")
+    return key
 
 
 @dataclass
@@ -59,13 +86,37 @@ def bilabial_evidence(log_posteriors: np.ndarray, tokens: list[str]) -> np.ndarr
     return np.where(mass > 1e-6, p[:, bil].sum(axis=1) / np.maximum(mass, 1e-6), 0.0) * np.minimum(1.0, mass * 2.0)
 
 
-def closure_events(evidence50: np.ndarray, gap: np.ndarray, fps: float, cfg: LipCloseConfig) -> list[int]:
-    """Mesh frames at which to close: one per run of 50 Hz frames with evidence >= threshold, placed
-    at the smallest predicted gap within ``search_s`` of the run's strongest frame; events whose gap
-    there exceeds ``max_gap`` are dropped (the model clearly says open)."""
-    ev = np.asarray(evidence50) >= cfg.threshold
-    T = len(gap)
-    events: list[int] = []
+def audio_bilabial_evidence(wav16k: np.ndarray, progress: Callable[[float], None] | None = None,
+                            segment_s: float = 10.0) -> np.ndarray:
+    """(len // 320,) bilabial evidence at 50 Hz for a mono 16 kHz waveform of any length: hama on
+    ``segment_s`` pieces, each reduced to evidence at once (an hour never holds 191-wide posteriors)."""
+    from engine.encoders.hama_features import _model, hama_log_posteriors
+
+    wav = np.asarray(wav16k, dtype=np.float32).reshape(-1)
+    n50 = len(wav) // 320
+    tokens = list(_model().decoder_tokens)
+    seg = int(segment_s * 16000) // 320 * 320
+    out = np.zeros(n50)
+    starts = list(range(0, n50 * 320, seg))
+    for k, s in enumerate(starts):
+        piece = wav[s:min(s + seg, n50 * 320)]
+        f0, n = s // 320, len(piece) // 320
+        if n:
+            ev = bilabial_evidence(hama_log_posteriors(piece), tokens)[:n]
+            out[f0:f0 + len(ev)] = ev           # hama may return a frame less; the rest stays 0
+        if progress is not None:
+            progress((k + 1) / len(starts))
+    return out
+
+
+def closure_windows(evidence50: np.ndarray, fps: float, num_frames: int, cfg: LipCloseConfig) -> list[tuple[int, int]]:
+    """Mesh-frame search windows ``[a, b)``, one per run of 50 Hz frames with evidence >= threshold,
+    centred on the run's strongest frame (``search_s`` either side).  In time order; they depend on
+    the audio alone."""
+    evidence50 = np.asarray(evidence50)
+    ev = evidence50 >= cfg.threshold
+    r = max(1, int(round(cfg.search_s * fps)))
+    wins: list[tuple[int, int]] = []
     k = 0
     while k < len(ev):
         if not ev[k]:
@@ -76,25 +127,44 @@ def closure_events(evidence50: np.ndarray, gap: np.ndarray, fps: float, cfg: Lip
             j += 1
         peak = k + int(np.argmax(evidence50[k:j + 1]))
         centre = int(round(peak / 50.0 * fps))
-        r = max(1, int(round(cfg.search_s * fps)))
-        a, b = max(0, centre - r), min(T, centre + r + 1)
+        a, b = max(0, centre - r), min(num_frames, centre + r + 1)
         if a < b:
-            best = a + int(np.argmin(gap[a:b]))
-            if gap[best] <= cfg.max_gap and best not in events:
-                events.append(best)
+            wins.append((a, b))
         k = j + 1
-    return sorted(events)
+    return wins
 
 
-def closure_weights(events: list[int], num_frames: int, hold: int, ramp: int) -> np.ndarray:
-    """(T,) in [0, 1]: max over events of a plateau of ``2*hold+1`` frames with raised-cosine ramps."""
-    w = np.zeros(num_frames)
-    t = np.arange(num_frames)
+def _pick(window: tuple[int, int], gap: np.ndarray, cfg: LipCloseConfig) -> int | None:
+    """The event inside one window: the smallest predicted gap, unless the mouth is open wider
+    than ``max_gap`` there (the model clearly says open)."""
+    a, b = window
+    best = a + int(np.argmin(gap[a:b]))
+    return best if gap[best] <= cfg.max_gap else None
+
+
+def closure_events(evidence50: np.ndarray, gap: np.ndarray, fps: float, cfg: LipCloseConfig) -> list[int]:
+    """Mesh frames at which to close: per :func:`closure_windows`, the frame of smallest predicted
+    gap; events whose gap there exceeds ``max_gap`` are dropped."""
+    picks = (_pick(w, gap, cfg) for w in closure_windows(evidence50, fps, len(gap), cfg))
+    return sorted({e for e in picks if e is not None})
+
+
+def _weights(events: list[int], start: int, stop: int, hold: int, ramp: int) -> np.ndarray:
+    """Closure weights of frames ``[start, stop)``: max over events of the plateau-and-ramp kernel."""
+    w = np.zeros(max(0, stop - start))
+    t = np.arange(start, stop)
     for c in events:
+        if c + hold + ramp < start or c - hold - ramp >= stop:
+            continue
         d = np.abs(t - c) - hold
         k = np.where(d <= 0, 1.0, np.where(d < ramp + 1, 0.5 * (1 + np.cos(np.pi * d / (ramp + 1))), 0.0))
         w = np.maximum(w, k)
     return w
+
+
+def closure_weights(events: list[int], num_frames: int, hold: int, ramp: int) -> np.ndarray:
+    """(T,) in [0, 1]: max over events of a plateau of ``2*hold+1`` frames with raised-cosine ramps."""
+    return _weights(events, 0, num_frames, hold, ramp)
 
 
 def _region(template: np.ndarray, up: np.ndarray, lo: np.ndarray, radius: float,
@@ -117,6 +187,25 @@ def _region(template: np.ndarray, up: np.ndarray, lo: np.ndarray, radius: float,
     return cand, pair, np.stack([upper, weight], axis=1)
 
 
+class _Closer:
+    """The deformation of :func:`close_lips` prepared once for a template (region, pairs, fall-off)."""
+
+    def __init__(self, template: np.ndarray, upper_inner: Any, lower_inner: Any, radius: float, exclude: Any) -> None:
+        self.up = np.asarray(upper_inner, dtype=np.int64)
+        self.lo = np.asarray(lower_inner, dtype=np.int64)
+        t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
+        ex = np.asarray(exclude if exclude is not None else [], dtype=np.int64)
+        self.cand, self.pair, side_weight = _region(t, self.up, self.lo, radius, ex)
+        self.upper, self.fall = side_weight[:, 0] > 0.5, side_weight[:, 1]
+
+    def apply(self, x: np.ndarray, w: np.ndarray) -> None:
+        """In place on ``x (T, V, 3)`` with per-frame weights ``w (T,)``."""
+        for f in np.nonzero(w > 0)[0]:
+            half = 0.5 * (x[f, self.lo] - x[f, self.up]).astype(np.float64)   # (n, 3): upper +half, lower -half
+            disp = np.where(self.upper[:, None], half[self.pair], -half[self.pair]) * (self.fall * w[f])[:, None]
+            x[f, self.cand] += disp.astype(np.float32)
+
+
 def close_lips(frames: np.ndarray, weights: np.ndarray, template: np.ndarray, upper_inner, lower_inner,
                radius: float = LipCloseConfig.radius, exclude=None) -> np.ndarray:
     """Move the inner lips toward each other by ``weights[t]`` of their gap (Z is up, as in every
@@ -125,37 +214,94 @@ def close_lips(frames: np.ndarray, weights: np.ndarray, template: np.ndarray, up
     w = np.asarray(weights, dtype=np.float64)
     if len(w) != len(x):
         raise ValueError(f"{len(w)} weights for {len(x)} frames")
-    up = np.asarray(upper_inner, dtype=np.int64)
-    lo = np.asarray(lower_inner, dtype=np.int64)
-    t = np.asarray(template, dtype=np.float64).reshape(-1, 3)
-    cand, pair, (side_weight) = _region(t, up, lo, radius, np.asarray(exclude if exclude is not None else [], dtype=np.int64))
-    upper, fall = side_weight[:, 0] > 0.5, side_weight[:, 1]
-    active = np.nonzero(w > 0)[0]
-    for f in active:
-        half = 0.5 * (x[f, lo] - x[f, up]).astype(np.float64)        # (n, 3): upper moves +half, lower -half
-        disp = np.where(upper[:, None], half[pair], -half[pair]) * (fall * w[f])[:, None]
-        x[f, cand] += disp.astype(np.float32)
+    _Closer(template, upper_inner, lower_inner, radius, exclude).apply(x, w)
     return x
 
 
+def lip_masks(masks: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(upper inner lip, lower inner lip, vertices never moved) of a topology's masks."""
+    missing = [k for k in ("lip_upper_inner", "lip_lower_inner") if k not in masks]
+    if missing:
+        raise ValueError(f"lipclose needs the topology's {' and '.join(missing)} mask(s); this checkpoint's "
+                         "topology has none, so run with postprocess 'none'")
+    exclude = np.concatenate([np.asarray(masks.get(k, []), dtype=np.int64) for k in ("teeth", "mouth_interior")])
+    return np.asarray(masks["lip_upper_inner"]), np.asarray(masks["lip_lower_inner"]), exclude
+
+
+class LipCloseSink:
+    """``sink[a:b] = frames`` (in order) -> lipclose -> ``out[a:b]``: the stage as a stream.
+
+    Frames are held back only until every search window that could place an event within
+    ``hold + ramp`` frames of them has been seen; call :meth:`close` after the last frame.
+    The result equals :func:`closure_events` + :func:`closure_weights` + :func:`close_lips` on the
+    whole clip (``tests/test_postprocess.py`` checks it chunk by chunk)."""
+
+    def __init__(self, out: Any, evidence50: np.ndarray, fps: float, template: np.ndarray, masks: dict,
+                 cfg: LipCloseConfig | None = None) -> None:
+        self.out = out
+        self.shape = tuple(out.shape)
+        self.cfg = cfg or LipCloseConfig()
+        T = self.shape[0]
+        up, lo, exclude = lip_masks(masks)
+        self.closer = _Closer(template, up, lo, self.cfg.radius, exclude)
+        self.windows = closure_windows(evidence50, fps, T, self.cfg)
+        self.next_window = 0
+        self.events: list[int] = []
+        self.gap = np.zeros(T)
+        self.buf = np.empty((0, *self.shape[1:]), dtype=np.float32)
+        self.done = 0           # frames written to out
+        self.received = 0       # frames received
+
+    def __setitem__(self, key: slice, value: np.ndarray) -> None:
+        a = key.start or 0
+        if a != self.received:
+            raise RuntimeError(f"frames must arrive in order: expected frame {self.received}, got {key!r}")
+        x = np.asarray(value, dtype=np.float32)
+        b = a + len(x)
+        if b > self.shape[0] or x.shape[1:] != self.shape[1:]:
+            raise ValueError(f"frames {a}:{b} of shape {x.shape[1:]} do not fit {self.shape}")
+        self.gap[a:b] = np.median(np.linalg.norm(x[:, self.closer.up] - x[:, self.closer.lo], axis=-1), axis=1)
+        self.buf = np.concatenate([self.buf, x]) if len(self.buf) else x.copy()
+        self.received = b
+        self._flush()
+
+    def _flush(self) -> None:
+        reach = self.cfg.hold_frames + self.cfg.ramp_frames
+        while self.next_window < len(self.windows) and self.windows[self.next_window][1] <= self.received:
+            e = _pick(self.windows[self.next_window], self.gap, self.cfg)
+            if e is not None:
+                self.events.append(e)
+            self.next_window += 1
+        upto = self.received
+        if self.next_window < len(self.windows):       # an undecided window could still reach back
+            upto = min(upto, self.windows[self.next_window][0] - reach)
+        if upto <= self.done:
+            return
+        n = upto - self.done
+        chunk = self.buf[:n]
+        self.closer.apply(chunk, _weights(self.events, self.done, upto, self.cfg.hold_frames, self.cfg.ramp_frames))
+        self.out[self.done:upto] = chunk
+        self.buf = self.buf[n:]
+        self.done = upto
+        self.events = [e for e in self.events if e + reach >= upto]
+
+    def close(self) -> None:
+        if self.received != self.shape[0]:
+            raise RuntimeError(f"internal error: received {self.received} of {self.shape[0]} frames")
+        self._flush()
+        if self.done != self.shape[0]:  # pragma: no cover - every window is decided once all frames are in
+            raise RuntimeError(f"internal error: lipclose wrote {self.done} of {self.shape[0]} frames")
+
+
 def lipclose(frames: np.ndarray, wav16k: np.ndarray, fps: float, template: np.ndarray, masks: dict,
-             cfg: LipCloseConfig | None = None) -> tuple[np.ndarray, dict]:
+             cfg: LipCloseConfig | None = None, evidence50: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """The whole stage on one clip: hama evidence -> events -> weights -> :func:`close_lips`.
     Returns (frames, info) with the events (mesh frames) and the 50 Hz evidence."""
-    from hama import ASRModel  # noqa: F401  (the error below names the package if it is missing)
-
-    from engine.encoders.hama_features import _model, hama_log_posteriors
-    from engine.metrics import inner_lip_gap
-
-    cfg = cfg or LipCloseConfig()
-    up, lo = masks["lip_upper_inner"], masks["lip_lower_inner"]
-    seg = 10 * 16000
-    lp = np.concatenate([hama_log_posteriors(wav16k[i:i + seg]) for i in range(0, max(1, len(wav16k)), seg)
-                         if len(wav16k[i:i + seg]) >= 320])
-    ev = bilabial_evidence(lp, list(_model().decoder_tokens))
-    gap = inner_lip_gap(frames, up, lo)
-    events = closure_events(ev, gap, fps, cfg)
-    w = closure_weights(events, len(frames), cfg.hold_frames, cfg.ramp_frames)
-    exclude = np.concatenate([np.asarray(masks.get(k, []), dtype=np.int64) for k in ("teeth", "mouth_interior")])
-    out = close_lips(frames, w, template, up, lo, cfg.radius, exclude=exclude)
-    return out, {"events": events, "evidence50": ev}
+    ev = audio_bilabial_evidence(wav16k) if evidence50 is None else np.asarray(evidence50)
+    x = np.asarray(frames, dtype=np.float32)
+    out = np.empty_like(x)
+    sink = LipCloseSink(out, ev, fps, template, masks, cfg)
+    sink[0:len(x)] = x
+    sink.close()
+    gap = sink.gap
+    return out, {"events": closure_events(ev, gap, fps, sink.cfg), "evidence50": ev}

@@ -347,9 +347,13 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
                   upper_inner: np.ndarray | None = None, lower_inner: np.ndarray | None = None,
                   n: int = 12, title: str = "", size: int = 256, view: str = "front",
                   cols: int = 6, supersample: int = 2,
-                  vertex_colors: np.ndarray | None = None) -> str:
+                  vertex_colors: np.ndarray | None = None,
+                  frame_indices: Sequence[int] | None = None, marked: Sequence[int] | None = None) -> str:
     """PNG with n evenly spaced frames (labelled time + phone), a phone timeline and the
     mouth-aperture curve with markers at the sampled frames. Returns the output path.
+
+    ``frame_indices`` picks the frames instead (e.g. every /p b m/); frames in ``marked`` get a red
+    border, their inner-lip gap in the label and red markers on the gap curve.
 
     Paired inner-lip indices default to the topology's ``lip_upper_inner`` /
     ``lip_lower_inner`` masks when ``faces`` is a Topology.
@@ -367,7 +371,11 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
     n = max(1, min(int(n), T))
     if upper_inner is None and masks and "lip_upper_inner" in masks and "lip_lower_inner" in masks:
         upper_inner, lower_inner = masks["lip_upper_inner"], masks["lip_lower_inner"]
-    idx = np.unique(np.round(np.linspace(0, T - 1, n)).astype(np.int64))
+    if frame_indices is not None:
+        idx = np.unique(np.clip(np.asarray(frame_indices, dtype=np.int64), 0, T - 1))
+    else:
+        idx = np.unique(np.round(np.linspace(0, T - 1, n)).astype(np.int64))
+    mark = set(int(i) for i in (marked if marked is not None else []))
     imgs = render_frames(frames[idx], faces, size=size, view=view, supersample=supersample,
                          vertex_colors=vertex_colors)
     # framing must match the whole sequence, so re-render with the full-sequence framing
@@ -375,6 +383,9 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
     cols = max(1, min(cols, len(idx)))
     rows = int(np.ceil(len(idx) / cols))
     has_gap = upper_inner is not None and lower_inner is not None
+    gap = np.asarray(inner_lip_gap(frames, upper_inner, lower_inner), dtype=np.float64) if has_gap else None
+    extent = float(np.ptp(frames[0], axis=0).max())
+    unit, mul = ("mm", 1000.0) if extent < 2.0 else ("units", 1.0)
     n_plots = 1 + int(has_gap)
     cell = 2.0
     fig = Figure(figsize=(cols * cell, rows * (cell + 0.25) + 1.3 * n_plots + 0.5))
@@ -389,7 +400,14 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
         ax.set_yticks([])
         t = fi / fps
         ph = _phone_at(phones, t + 0.5 / fps)
-        ax.set_title(f"{t:.2f}s  {ph}", fontsize=8)
+        if int(fi) in mark:
+            note = f"  gap {gap[fi] * mul:.1f}" if gap is not None else ""
+            ax.set_title(f"{t:.2f}s  {ph}{note}", fontsize=8, color="#d62728")
+            for sp in ax.spines.values():
+                sp.set_color("#d62728")
+                sp.set_linewidth(2.0)
+        else:
+            ax.set_title(f"{t:.2f}s  {ph}", fontsize=8)
     duration = T / fps
     times = np.arange(T) / fps
     ax_ph = fig.add_subplot(gs[rows, :])
@@ -409,13 +427,13 @@ def contact_sheet(frames: np.ndarray, faces: Any, out_png: str | os.PathLike, fp
     for fi in idx:
         ax_ph.axvline(fi / fps, color="k", lw=0.5, alpha=0.5)
     ax_ph.tick_params(labelsize=7)
-    if has_gap:
-        gap = np.asarray(inner_lip_gap(frames, upper_inner, lower_inner), dtype=np.float64)
-        extent = float(np.ptp(frames[0], axis=0).max())
-        unit, mul = ("mm", 1000.0) if extent < 2.0 else ("units", 1.0)
+    if gap is not None:
         ax_g = fig.add_subplot(gs[rows + 1, :], sharex=ax_ph)
         ax_g.plot(times, gap * mul, color="#333333", lw=1.0)
-        ax_g.plot(idx / fps, gap[idx] * mul, "o", color="#d62728", ms=3)
+        plain = np.array([i for i in idx if int(i) not in mark], dtype=np.int64)
+        red = np.array([i for i in idx if int(i) in mark], dtype=np.int64)
+        ax_g.plot(plain / fps, gap[plain] * mul, "o", color="#777777", ms=3)
+        ax_g.plot(red / fps, gap[red] * mul, "o", color="#d62728", ms=4)
         ax_g.set_ylabel(f"lip gap ({unit})", fontsize=8)
         ax_g.set_xlabel("time (s)", fontsize=8)
         ax_g.tick_params(labelsize=7)

@@ -139,21 +139,28 @@ def test_batch_folder_of_wavs_in_real_blender(scene: Path, tmp_path: Path) -> No
 @pytest.mark.blender
 @pytest.mark.slow
 @pytest.mark.xdist_group("blender_batch")
-def test_batch_exit_codes_in_real_blender(scene: Path, tmp_path: Path) -> None:
+def test_batch_exit_codes_in_real_blender(scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wavs = tmp_path / "wavs"
     wavs.mkdir()
     _speak(wavs / "good.wav", "Hello.")
     (wavs / "broken.wav").write_text("not audio")
     out = tmp_path / "out"
-    # one clip fails (the stand-in engine cannot read it): exit 1, the good clip is still baked
-    p = _batch(scene, "--audio-dir", str(wavs), "--object", "Face", "--out", str(out) + "/")
+    argv = tmp_path / "argv.jsonl"
+    monkeypatch.setenv("PARLEY_FAKE_ARGV", str(argv))
+    # one clip fails (the stand-in engine cannot read it): exit 1, the good clip is still baked;
+    # --postprocess reaches the engine of every clip
+    p = _batch(scene, "--audio-dir", str(wavs), "--object", "Face", "--out", str(out) + "/", "--postprocess", "none")
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    runs = [json.loads(ln) for ln in argv.read_text().splitlines()]
+    assert len(runs) == 2 and all(r[r.index("--postprocess") + 1] == "none" for r in runs), runs
     assert "[1/2] broken: FAILED" in p.stdout and "[2/2] good:" in p.stdout
     assert "1 of 2 clip(s) failed" in p.stderr
     assert sorted(f.name for f in out.iterdir() if f.suffix == ".blend") == ["good.blend"]
     # bad arguments: exit 2 with a message, nothing written
     p2 = _batch(scene, "--audio-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x.blend"))
     assert p2.returncode == 2 and "is not a folder" in p2.stderr, p2.stderr[-2000:]
+    p4 = _batch(scene, "--audio", str(wavs / "good.wav"), "--postprocess", "snap", "--out", str(tmp_path / "z.blend"))
+    assert p4.returncode == 2 and "invalid choice: 'snap'" in p4.stderr, p4.stderr[-2000:]
     p3 = _batch(scene, "--audio", str(wavs / "good.wav"), "--object", "Nope", "--out", str(tmp_path / "y.blend"))
     assert p3.returncode == 1 and "no object named 'Nope'" in p3.stderr
     assert not (tmp_path / "x.blend").exists() and not (tmp_path / "y.blend").exists()

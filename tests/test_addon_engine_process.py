@@ -34,6 +34,9 @@ def test_build_animate_command_exact() -> None:
     cmd = ep.build_animate_command("py", req2, entry=("x.py",))
     assert cmd[:3] == ["py", "x.py", "animate"] and cmd[cmd.index("--fps") + 1] == "29.97"
     assert "--checkpoint" not in cmd and "--template" not in cmd and "--style" not in cmd
+    assert "--postprocess" not in cmd                      # the engine's default (lipclose)
+    cmd3 = ep.build_animate_command("py", ep.AnimateRequest(audio="a.wav", out="o.pc2", postprocess="none"))
+    assert cmd3[cmd3.index("--postprocess") + 1] == "none"
 
 
 @pytest.mark.parametrize("line,expected", [

@@ -59,7 +59,7 @@ def closure_bars(results: dict, out: Path) -> Path:
     return _save(fig, out / "closure_bars.png")
 
 
-def _mouth_view(topo, masks: dict, template: np.ndarray) -> SimpleNamespace:
+def mouth_view(topo, masks: dict, template: np.ndarray) -> SimpleNamespace:
     """The topology with its framing region set to the mouth (vertices within 3.5 cm of the lips)."""
     inner = np.concatenate([masks["lip_upper_inner"], masks["lip_lower_inner"]])
     centre = template[inner].mean(axis=0)
@@ -80,7 +80,7 @@ def contact_sheet(set_name: str, clip, preds: dict[str, np.ndarray], topo, masks
         mids = [mids[i] for i in np.linspace(0, len(mids) - 1, max_cols).round().astype(int)]
     rows = {"ground truth": clip.gt, **preds}
     stack = np.concatenate([np.asarray(v, dtype=np.float32)[mids] for v in rows.values()])
-    imgs = render_frames(stack, _mouth_view(topo, masks, clip.template), size=150, supersample=2)
+    imgs = render_frames(stack, mouth_view(topo, masks, clip.template), size=150, supersample=2)
     up, lo = masks["lip_upper_inner"], masks["lip_lower_inner"]
     nr, nc = len(rows), len(mids)
     fig = Figure(figsize=(1.5 * nc + 1.6, 1.55 * nr + 0.6))

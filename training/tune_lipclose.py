@@ -21,9 +21,8 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     from engine import metrics as M
     from engine.audio import load_audio
-    from engine.encoders.hama_features import _model, hama_log_posteriors
     from engine.inference import Animator
-    from engine.postprocess import LipCloseConfig, bilabial_evidence, close_lips, closure_events, closure_weights
+    from engine.postprocess import LipCloseConfig, audio_bilabial_evidence, close_lips, closure_events, closure_weights
     from engine.topology import Topology
     from training.benchmark import load_set
 
@@ -33,20 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-clips", type=int, default=40)
     ap.add_argument("--checkpoint", default="default")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--threshold", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    ap.add_argument("--search-s", type=float, nargs="+", default=[0.05, 0.1, 0.15])
+    ap.add_argument("--hold-frames", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--ramp-frames", type=int, nargs="+", default=[2])
     a = ap.parse_args(argv)
     clips = load_set(a.data, a.split, a.max_clips)
     masks = {k: np.asarray(v) for k, v in Topology.load(a.data / "topology.npz").masks.items()}
     up, lo = masks["lip_upper_inner"], masks["lip_lower_inner"]
     anim = Animator.from_checkpoint(a.checkpoint, device="cpu")
     fps = anim.fps
-    tokens = list(_model().decoder_tokens)
     cache = []
     for c in clips:
         wav = load_audio(c.wav)
         pred = anim.animate(c.wav, template=c.template)[: len(c.gt)]
-        cache.append((c, pred, bilabial_evidence(hama_log_posteriors(wav[: 30 * 16000]), tokens)))
+        cache.append((c, pred, audio_bilabial_evidence(wav)))   # exactly as the stage computes it
     exclude = np.concatenate([masks["teeth"], masks["mouth_interior"]])
-    grid = {"threshold": [0.1, 0.2, 0.3, 0.5], "search_s": [0.05, 0.1, 0.15], "hold_frames": [0, 1]}
+    grid = {"threshold": a.threshold, "search_s": a.search_s, "hold_frames": a.hold_frames, "ramp_frames": a.ramp_frames}
     rows = []
     for values in [None, *itertools.product(*grid.values())]:
         cfg = LipCloseConfig() if values is None else replace(LipCloseConfig(), **dict(zip(grid, values)))

@@ -236,7 +236,7 @@ def write_preview(path: str, mesh: UserMesh, fit: Fit, topology: Any) -> None:
 def run_retarget_cli(args: Any) -> int:
     """``python -m engine animate`` with ``--target`` and/or ``--shapes`` (see engine.cli_animate)."""
     from engine.audio import load_audio
-    from engine.cli_animate import FORMATS, _Progress, load_animator, open_output
+    from engine.cli_animate import FORMATS, _Progress, load_animator, open_output, resolve_postprocess
     from engine.fileio import atomic_write
 
     out = Path(args.out) if args.out else None
@@ -272,7 +272,8 @@ def run_retarget_cli(args: Any) -> int:
 
     fit = get_fit() if (mesh is not None and not args.shapes) else None
     try:
-        frames = anim.animate(wav, fps=fps, progress=progress)
+        frames = anim.animate(wav, fps=fps, progress=progress,
+                              postprocess=resolve_postprocess(getattr(args, "postprocess", None), topology))
         T = len(frames)
         if args.shapes:
             res = animate_shapes(frames, fps, topology, args.shapes, mesh, get_fit if mesh is not None else None,

@@ -6,7 +6,8 @@ checkpoint's topology vertices) plus small per-frame sinusoidal offsets.
 
 Behaviour switches (environment): PARLEY_FAKE_FAIL=1 → error event + exit 2 after some progress;
 PARLEY_FAKE_CRASH=1 → traceback on stderr, exit 1, no protocol; PARLEY_FAKE_SLEEP=<s> → sleep
-between progress lines (for cancel tests); PARLEY_FAKE_PIDFILE=<path> → write own pid there.
+between progress lines (for cancel tests); PARLEY_FAKE_PIDFILE=<path> → write own pid there;
+PARLEY_FAKE_ARGV=<path> → append the request's arguments there as one JSON line (pass-through tests).
 
 ``fake_engine.py serve`` is the warm engine's stand-in: the real protocol
 (:class:`engine.serve.Server`) with this fake work as the request handler, so cancel takes
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", default="json")
+    p.add_argument("--postprocess", choices=["lipclose", "none"])
     a = p.parse_args(argv)
+    if os.environ.get("PARLEY_FAKE_ARGV"):
+        with open(os.environ["PARLEY_FAKE_ARGV"], "a") as fh:
+            fh.write(json.dumps(list(argv) if argv is not None else sys.argv[1:]) + "\n")
     import soundfile as sf  # here, not at the top: tests import fake_frames where these are missing
 
     from engine.audio import num_frames
