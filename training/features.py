@@ -96,7 +96,10 @@ class FeatureCache:
                 continue
             self._dir(spec).mkdir(parents=True, exist_ok=True)
             enc = self.encoder(spec)
-            groups = self._pack(todo) if self.pack_seconds > 0 else [[c] for c in todo]
+            # an encoder whose output summarises its whole window (Wav2Sem's sentence vector) must
+            # see each clip alone: packing would give neighbouring sentences one shared vector
+            pack = self.pack_seconds > 0 and getattr(enc, "packable", True)
+            groups = self._pack(todo) if pack else [[c] for c in todo]
             try:
                 from tqdm import tqdm
                 it = tqdm(groups, desc=f"encoding {spec.get('kind')}", unit="window", file=sys.stderr,
