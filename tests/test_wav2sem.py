@@ -25,6 +25,15 @@ TINY = dict(channels=16, tcn_layers=1, layers=1, heads=2, mlp=32, out_dim=8, dro
             segment_seconds=1.0, overlap_seconds=0.5)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: one thread (two threads on a loaded 2-core machine spend their time synchronising)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_encoder(seed: int = 0) -> Wav2SemEncoder:
     torch.manual_seed(seed)
     return Wav2SemEncoder(Wav2SemConfig(**TINY)).eval()
@@ -77,18 +86,16 @@ def test_save_load_round_trip_and_bad_file(tmp_path):
 
 # ---------------------------------------------------------------------- any length (segments)
 def test_short_clip_is_one_vector_long_audio_has_no_steps_at_joins():
+    from training.wav2sem_analysis import join_smoothness
     enc = tiny_encoder()
     short = enc.encode(speechish(0.9))
     assert short.shape == (45, 8) and torch.allclose(short, short[:1].expand_as(short))   # eq. 5: one F_s
-    long = enc.encode(speechish(6.0, seed=3))                                              # 11 windows of 1 s
-    assert long.shape == (300, 8)
-    plan = enc._window_plan(6 * 16000)
-    seg = torch.stack([enc.net(torch.from_numpy(speechish(6.0, seed=3)[s:e])[None])[0] for s, e in plan])
-    hard_step = (seg[1:] - seg[:-1]).norm(dim=1).max()          # a switch between windows without blending
-    frame_step = (long[1:] - long[:-1]).norm(dim=1).max()       # what the cross-fade gives per 20 ms frame
-    overlap_frames = 25
-    assert frame_step <= hard_step / overlap_frames * 1.05 + 1e-6
-    assert frame_step < 0.1 * hard_step
+    wav = speechish(6.0, seed=3)
+    assert enc.encode(wav).shape == (300, 8)
+    j = join_smoothness(enc, wav)                          # 11 windows of 1 s overlapping by 0.5 s
+    assert j["windows"] == 11 and j["max_window_step"] > 0
+    # the cross-fade spreads a window-to-window change over the 25 overlap frames
+    assert j["max_frame_step"] <= j["max_window_step"] / 25 * 1.05 + 1e-6
 
 
 # ---------------------------------------------------------------------- fusion (eq. 7) in each host
@@ -201,3 +208,29 @@ def test_checkpoint_carries_wav2sem_and_animates_from_the_cli_without_its_file(t
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.load(out), anim.animate(str(tmp_path / "a.wav")), atol=1e-5)
+
+
+# ---------------------------------------------------------------------- analysis on tiny cases
+def test_word_frames_and_pair_distance_hand_values():
+    from training.wav2sem_analysis import pair_distance_ratio, word_frames
+    words = [["the", 0.0, 0.1], ["Ship,", 0.1, 0.2]]
+    assert word_frames(words, "ship", 30.0, 10).tolist() == [3, 4, 5]
+    with pytest.raises(KeyError):
+        word_frames(words, "sheep", 30.0, 10)
+    v = {"a": np.array([0.0, 0.0]), "b": np.array([1.0, 0.0]), "c": np.array([0.0, 2.0])}
+    # all pairs: |ab| = 1, |ac| = 2, |bc| = sqrt(5); ratio of ab = 1 / mean
+    assert pair_distance_ratio(v, [("a", "b")])["a/b"] == pytest.approx(3 / (3 + 5 ** 0.5))
+
+
+def test_linear_probe_separates_separable_phones_and_not_noise():
+    from training.wav2sem_analysis import linear_probe, pca2
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    centres = torch.randn(4, 6, generator=g) * 4
+    x = centres[y] + torch.randn(200, 6, generator=g) * 0.3
+    assert linear_probe(x[:100], y[:100], x[100:], y[100:], 4) == 1.0
+    noise = torch.randn(200, 6, generator=g)
+    assert linear_probe(noise[:100], y[:100], noise[100:], y[100:], 4) < 0.5
+    line = np.outer(np.arange(5.0), [1.0, 2.0, 0.0])
+    p = pca2(line)
+    assert p.shape == (5, 2) and np.allclose(p[:, 1], 0, atol=1e-9)

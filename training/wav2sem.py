@@ -134,6 +134,22 @@ def plot_curves(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def rows_from_stdout(text: str) -> list[dict]:
+    """The rows of a run's printed progress (``step N train_l1 X [val {...}]``): a run stopped early
+    by hand still gets its curves (``--replot LOG``)."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[0] != "step" or parts[2] != "train_l1":
+            continue
+        row: dict = {"step": int(parts[1]), "train_l1": float(parts[3])}
+        if " val {" in line:
+            val = json.loads(line[line.index("{"): line.rindex("}") + 1])
+            row.update({f"val_{k}": v for k, v in val.items()})
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", choices=["c", "m"], required=True)
@@ -147,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-clips", type=int, default=0, help="per split (smoke runs)")
+    ap.add_argument("--replot", type=Path, default=None, help="only draw <out>/curves.png from a run's printed log")
     ap.add_argument("--val-clips", type=int, default=80, help="val clips scored at each evaluation (0 = all)")
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot_curves(rows_from_stdout(args.replot.read_text()), Path(args.out) / "curves.png")
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed); random.seed(args.seed); np.random.seed(args.seed)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,12 @@ The whole model in one file, with the paper's equation names in the code:
   -> ResNet1D-18 (``BasicBlock1D`` x [2,2,2,2], kernel 3, stride 1, no downsampling) ->
   ``Z_pred`` -> eq. 3: ``S_hat_i = S_bar + alpha * W Z_pred[i]`` with ``alpha = 0.1``.
 
+**Wav2Sem plug-in (paper 000, optional).**  With a ``wav2sem`` encoder last in ``encoders`` the
+last feature channels are the sentence vector ``F_s``; the 1x1 conv sees only the phonetic
+channels and eq. 7 ``F_d = FC(FC(F_s) + Z_fuse)`` is applied to the AdaIN *output*: ``F_s`` is
+constant over a sentence, so eq. 2's normalisation over time would subtract it again if it were
+fused into ``Z_audio`` (:mod:`engine.models.semantic_fusion`).
+
 Vertices are normalised inside the model (``(x - coord_mean) / coord_scale`` with dataset
 statistics stored as buffers), as the authors' code does, so the same ``alpha``, ``beta`` and
 initialisation work for VOCASET (metres) and SynthTalk alike; inputs and outputs are in the
