@@ -102,6 +102,43 @@ def join_smoothness(encoder, wav: np.ndarray) -> dict[str, float]:
             "ratio": frame_step / hard_step if hard_step else 0.0}
 
 
+@torch.no_grad()
+def long_audio_check(anim, wav: np.ndarray) -> dict[str, float]:
+    """Join smoothness of ``F_s`` (:func:`join_smoothness`) and its effect on the animation of long
+    audio: the lip speed (mm per frame, mean over lip vertices) at the frames where a hard switch
+    between windows would sit (the middle of each overlap), with the shipped cross-fade and with a
+    hard switch (each frame takes its nearest window's vector), against the median over all frames."""
+    from engine.audio import num_frames
+    from engine.models.windowing import predict_sequence
+    model = anim.model
+    enc = model.semantic.encoder
+    out = join_smoothness(enc, wav)
+    T = num_frames(len(wav), anim.fps)
+    feats = anim.features(wav, T)
+    plan = enc._window_plan(len(wav))
+    seg = torch.stack([enc.net(torch.from_numpy(np.ascontiguousarray(wav[a:b]))[None])[0] for a, b in plan])
+    centres = np.array([(a + b) / 2 / 16000 for a, b in plan])
+    t = np.arange(T) / anim.fps
+    nearest = np.abs(t[:, None] - centres[None]).argmin(1)
+    hard = feats.clone()
+    hard[:, -model.semantic_dim:] = seg[torch.from_numpy(nearest)]
+    switch = np.nonzero(np.diff(nearest))[0]                        # frame i -> i + 1 crosses a switch
+    lips = np.asarray(anim.topology.masks["lips"])
+    tmpl, style = model.template.detach().float().cpu(), model.neutral_style().detach().float().cpu()
+
+    def speed(f: Tensor) -> np.ndarray:
+        frames = predict_sequence(model, f, tmpl, style)
+        return np.linalg.norm(np.diff(frames[:, lips], axis=0), axis=2).mean(1) * 1000
+
+    smooth, stepped = speed(feats), speed(hard)
+    out.update({"seconds": len(wav) / 16000, "switch_frames": int(len(switch)),
+                "lip_speed_median_mm": float(np.median(smooth)),
+                "lip_speed_at_joins_crossfade_mm": float(smooth[switch].mean()),
+                "lip_speed_at_joins_hard_switch_mm": float(stepped[switch].mean()),
+                "lip_jump_hard_minus_crossfade_mm": float(np.abs(stepped[switch] - smooth[switch]).mean())})
+    return out
+
+
 def pca2(x: np.ndarray) -> np.ndarray:
     """First two principal components of the rows of ``x``."""
     xc = x - x.mean(0)
@@ -236,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets-dir", type=Path, default=Path("runs/benchmark_sets"))
     ap.add_argument("--synthtalk", type=Path, default=Path("data/synthtalk"))
     ap.add_argument("--probe-clips", type=int, default=20)
+    ap.add_argument("--realspeech", type=Path, default=Path("data/realspeech"), help="long-audio join check")
     a = ap.parse_args(argv)
     from training.benchmark_sets import build_set
     root = build_set("homophones", a.sets_dir, sentences=PAIR_SENTENCES)
@@ -250,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
                   fh, indent=1)
     for r in results:
         print(json.dumps({k: v for k, v in r.items() if k not in ("_pca", "lip_diff_mm")}))
+    with_w2s = [p for p, r in zip(a.checkpoints, results) if r["wav2sem"]]
+    if with_w2s:
+        from engine.audio import load_audio
+        from engine.inference import Animator
+        wav = np.concatenate([load_audio(w) for w in sorted((a.realspeech / "wav").glob("*.wav"))])
+        joins = long_audio_check(Animator.from_checkpoint(with_w2s[0], device="cpu"), wav)
+        joins["checkpoint"] = str(with_w2s[0])
+        print(json.dumps(joins))
+        with atomic_write(a.out / "joins.json", "w") as fh:
+            json.dump(joins, fh, indent=1)
     return 0
 
 
