@@ -234,3 +234,26 @@ def test_linear_probe_separates_separable_phones_and_not_noise():
     line = np.outer(np.arange(5.0), [1.0, 2.0, 0.0])
     p = pca2(line)
     assert p.shape == (5, 2) and np.allclose(p[:, 1], 0, atol=1e-9)
+
+
+def test_selftalk_recipe_with_wav2sem_uses_only_the_whisper_part_as_recogniser_latent(tmp_path):
+    """L_lat compares the lip reader's latent with the speech encoder's features (x_e2), never F_s."""
+    from training.recipes.selftalk import SelfTalkRecipe, latent_consistency_loss
+    recipe = SelfTalkRecipe()
+    recipe.configure({"w_ctc": 0.0})
+    specs = [{"kind": "hama"}, {"kind": "wav2sem", "name_or_path": str(tiny_file(tmp_path))}]
+    torch.manual_seed(0)
+    cfg = SelfTalkConfig(feature_dim=FP + 8, d_model=16, period=4, dropout=0.0, encoders=specs)
+    model = recipe.build_model(cfg.to_dict(), tiny_topology())
+    aux = recipe.build_aux(model, {})
+    model.eval(), aux.eval()                 # no dropout: the two computations below must agree
+    feats = _features(24)
+    tmpl = model.template[None]
+    batch = {"features": feats, "vertices": tmpl.unsqueeze(1).expand(1, 24, V, 3) + 0.01,
+             "template": tmpl, "subject": torch.zeros(1, dtype=torch.long)}
+    out = recipe.loss(model, aux, batch, 0)
+    latent, _ = aux["lip_reader"](model.offsets(feats))
+    assert out.terms["lat"] == pytest.approx(float(latent_consistency_loss(latent, feats[..., :FP])), rel=1e-5)
+    out.total.backward()
+    assert model.semantic.fusion.fc_s.weight.grad is not None
+    assert all(p.grad is None for p in model.semantic.encoder.parameters())   # the encoder stays frozen
