@@ -146,7 +146,9 @@ class Animator:
         if getattr(model, "encoders", None) is not None:
             encoders = list(model.encoders)
         else:
-            encoders = [build_encoder(spec) for spec in (ckpt.config.get("encoders") or [ckpt.encoder])]
+            # an encoder the model carries (e.g. Wav2Sem's, in its weights) before one built from its spec
+            encoders = [model.encoder_for(spec) or build_encoder(spec)
+                        for spec in (ckpt.config.get("encoders") or [ckpt.encoder])]
         return cls(model.float(), encoders, ckpt.topology, ckpt.fps, dev, checkpoint=ckpt)
 
     @property

@@ -57,11 +57,13 @@ SETS: dict[str, list[str]] = {
 }
 
 
-def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: int = 0, limit: int = 0) -> Path:
+def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: int = 0, limit: int = 0,
+              sentences: list[str] | None = None) -> Path:
     """Write one set in the SynthTalk/FaceFormer layout under ``out/name`` (split ``test``).
 
     Sentence ``k`` is spoken by ``HELDOUT_EXACT_VOICES[k % 3]``; ``limit`` keeps the first sentences
     only (smoke tests).  Re-running keeps a complete set built from the same sentences.
+    ``sentences`` builds a set that is not in :data:`SETS` (e.g. the Wav2Sem near-homophone pairs).
     """
     from training.synthtalk.generate import (
         ClipPlan,
@@ -73,11 +75,12 @@ def build_set(name: str, out: str | Path, identity: int = TEST_IDENTITY, seed: i
     )
     from training.synthtalk.text import Sentence
 
-    if name not in SETS:
+    if sentences is None and name not in SETS:
         raise KeyError(f"unknown tongue-twister set {name!r}; choose from {sorted(SETS)}")
     root = Path(out) / name
     done = root / "dataset.json"
-    sentences = SETS[name][:limit] if limit else SETS[name]
+    sentences = list(sentences) if sentences is not None else SETS[name]
+    sentences = sentences[:limit] if limit else sentences
     if done.is_file() and json.loads(done.read_text()).get("sentences") == sentences:
         return root
     subject = _subject_name(identity)

@@ -72,8 +72,10 @@ class FeatureCache:
         self._mem: dict[tuple[str, str], Tensor] = {}
 
     def packs(self, spec: dict[str, Any]) -> bool:
-        """Whether ``spec``'s clips are packed several to a window (see the class docstring)."""
-        return self.pack_seconds > 0 and spec.get("window", "full") == "full"
+        """Whether ``spec``'s clips are packed several to a window (see the class docstring).  Never for
+        fitted whisper windows (inference encodes each clip alone) nor for Wav2Sem, whose sentence
+        vector summarises its whole window (packing would give neighbouring sentences one vector)."""
+        return self.pack_seconds > 0 and spec.get("window", "full") == "full" and spec.get("kind") != "wav2sem"
 
     def _dir(self, spec: dict[str, Any]) -> Path:
         tag = spec_hash({**spec, "pack_seconds": self.pack_seconds if self.packs(spec) else 0.0})

@@ -118,8 +118,15 @@ class Trainer:
         if ck.kind != self.cfg.model.kind:
             raise ConfigError(f"train.init_checkpoint {path} holds a {ck.kind!r} model, this run trains "
                               f"{self.cfg.model.kind!r}")
+        # plug-ins added to a trained host (Wav2Sem) may be absent from it: they start as the identity
+        optional = tuple(self.model.init_optional_prefixes()) if hasattr(self.model, "init_optional_prefixes") else ()
         try:
-            self.model.load_state_dict(ck.state_dict, strict=True)
+            if optional:
+                own = {k for k in self.model.state_dict() if k.startswith(optional)}
+                state = {**{k: v for k, v in self.model.state_dict().items() if k in own}, **ck.state_dict}
+                self.model.load_state_dict(state, strict=True)
+            else:
+                self.model.load_state_dict(ck.state_dict, strict=True)
         except RuntimeError as exc:
             raise ConfigError(f"train.init_checkpoint {path} does not fit this run's model "
                               f"(set [model] params to the checkpoint's: {ck.config}): {exc}") from None

@@ -13,6 +13,9 @@ Backends (imported lazily, so importing this package stays cheap):
   (our own CTranslate2 reader), or any HF Whisper via ``name_or_path``.
 * ``wav2vec2`` / ``hubert`` -- ``transformers.AutoModel.from_pretrained``.
 * ``hama``     -- fixed 191-d phoneme log-posteriors (not trainable).
+* ``wav2sem``  -- a sentence-level semantic vector per window (paper 000, :mod:`.wav2sem`);
+  ``name_or_path`` = pretrained weights.  Models that carry its weights provide it themselves
+  (:meth:`engine.models.base.TalkingFaceModel.encoder_for`).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ __all__ = [
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320  # 16 kHz / 50 Hz
-KINDS = ("whisper", "wav2vec2", "hubert", "hama")
+KINDS = ("whisper", "wav2vec2", "hubert", "hama", "wav2sem")
 #: how a whisper window is sized: "full" = always 30 s (zero-padded), "fitted" = as long as the audio
 WINDOW_MODES = ("full", "fitted")
 
@@ -62,7 +65,7 @@ def frames_at_50hz(num_samples: int) -> int:
 class EncoderSpec:
     """Which encoder to build; stored in checkpoints so inference rebuilds the same one.
 
-    kind: ``whisper`` | ``wav2vec2`` | ``hubert`` | ``hama``.
+    kind: ``whisper`` | ``wav2vec2`` | ``hubert`` | ``hama`` | ``wav2sem``.
     name_or_path: HF hub name or local directory; ``None`` means the offline
         whisper tiny.en (only valid for ``whisper``; ``hama`` ignores it).
     layer: which hidden layer to return; ``-1`` is the final (normed) output.
@@ -294,4 +297,8 @@ def build_encoder(spec: EncoderSpec | dict | None = None) -> AudioEncoder:
         from .hama_features import HamaEncoder
 
         return HamaEncoder(spec)
+    if spec.kind == "wav2sem":
+        from .wav2sem import load_wav2sem
+
+        return load_wav2sem(spec)
     raise EncoderError(f"unknown encoder kind {spec.kind!r}")  # pragma: no cover (validated in spec)

@@ -70,6 +70,27 @@ class TalkingFaceModel(nn.Module):
     def feature_dim(self) -> int:
         return int(self.checkpoint_config()["feature_dim"])
 
+    # ------------------------------------------------------------------ carried encoders / plug-ins
+    def encoder_for(self, spec: dict[str, Any]) -> nn.Module | None:
+        """An encoder this model carries in its own weights for ``spec`` (the frozen Wav2Sem encoder
+        of :mod:`engine.models.semantic_fusion`), or ``None``: build it from the spec.  Lets a
+        checkpoint animate on a machine that lacks the files its training run read."""
+        plugin = getattr(self, "semantic", None)
+        if plugin is not None and spec.get("kind") == "wav2sem":
+            return plugin.encoder
+        return None
+
+    def init_optional_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes a fine-tuning start (``train.init_checkpoint``) may lack: plug-ins
+        added to an already trained host (they are initialised to leave it unchanged)."""
+        return ("semantic.",) if getattr(self, "semantic", None) is not None else ()
+
+    @property
+    def semantic_dim(self) -> int:
+        """Trailing feature channels that are Wav2Sem's ``F_s`` (0 without the plug-in)."""
+        plugin = getattr(self, "semantic", None)
+        return 0 if plugin is None else plugin.dim
+
     # ------------------------------------------------------------------ style
     def neutral_style(self) -> Tensor:
         """Style vector ``(style_dim,)`` used when the user gives no reference."""

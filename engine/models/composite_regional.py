@@ -22,6 +22,12 @@ The whole model in one file, with the paper's equation names in the code:
   -> ResNet1D-18 (``BasicBlock1D`` x [2,2,2,2], kernel 3, stride 1, no downsampling) ->
   ``Z_pred`` -> eq. 3: ``S_hat_i = S_bar + alpha * W Z_pred[i]`` with ``alpha = 0.1``.
 
+**Wav2Sem plug-in (paper 000, optional).**  With a ``wav2sem`` encoder last in ``encoders`` the
+last feature channels are the sentence vector ``F_s``; the 1x1 conv sees only the phonetic
+channels and eq. 7 ``F_d = FC(FC(F_s) + Z_fuse)`` is applied to the AdaIN *output*: ``F_s`` is
+constant over a sentence, so eq. 2's normalisation over time would subtract it again if it were
+fused into ``Z_audio`` (:mod:`engine.models.semantic_fusion`).
+
 Vertices are normalised inside the model (``(x - coord_mean) / coord_scale`` with dataset
 statistics stored as buffers), as the authors' code does, so the same ``alpha``, ``beta`` and
 initialisation work for VOCASET (metres) and SynthTalk alike; inputs and outputs are in the
@@ -86,6 +92,7 @@ class CompositeRegionalConfig:
     norm: str = "layer"                     # "layer" (per-frame LayerNorm) or "batch" (ResNet's BatchNorm)
     adain_stats: str = "window"             # "window": sliding mu/sigma(Z_audio); "clip": whole sequence (paper)
     adain_window: int = 65                  # frames of the sliding window (odd: centred), ~2.2 s at 30 fps
+    semantic: dict | None = None            # Wav2Sem architecture when a 'wav2sem' encoder is last (paper 000)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CompositeRegionalConfig":
@@ -259,7 +266,13 @@ class CompositeRegionalModel(TalkingFaceModel):
         bound = 1.0 / math.sqrt(3 * v)
         nn.init.uniform_(self.W, -bound, bound)
 
-        self.audio_proj = nn.Conv1d(config.feature_dim, c, 1)              # 1x1 conv -> Z_audio
+        from engine.models.semantic_fusion import build_semantic_plugin
+        # Wav2Sem (paper 000, eq. 7) after AdaIN: F_s is constant over a sentence, so eq. 2's
+        # normalisation over time would remove it if it were fused into Z_audio before; fused into
+        # Z_fuse (the AdaIN output, C channels) it reaches the decoder.
+        self.semantic, config.semantic = build_semantic_plugin(config.semantic, config.encoders, config.feature_dim,
+                                                               phonetic_dim_of=lambda fp: c)
+        self.audio_proj = nn.Conv1d(config.feature_dim - self.semantic_dim, c, 1)  # 1x1 conv -> Z_audio
         self.style_encoder = ResNet1D(c, config.style_layers, stride=2, norm=config.norm)  # -> Z_face (T'/4)
         self.style_to_modulation = nn.Linear(2 * c, 2 * c)                # [mu, sigma](Z_face) -> [sigma_p, mu_p]
         with torch.no_grad():  # start as the identity modulation: sigma_predict = 1, mu_predict = 0
@@ -340,9 +353,12 @@ class CompositeRegionalModel(TalkingFaceModel):
         return out[:, :c], out[:, c:]
 
     def audio_latent(self, features: Tensor) -> Tensor:
-        """``(B, T, feature_dim)`` -> ``Z_audio`` ``(B, T, C)`` (the 1x1 conv)."""
+        """``(B, T, feature_dim)`` -> ``Z_audio`` ``(B, T, C)`` (the 1x1 conv of the phonetic features;
+        Wav2Sem's trailing ``F_s`` channels, if any, are fused after AdaIN instead)."""
         if features.dim() != 3 or features.shape[2] != self.config.feature_dim:
             raise ValueError(f"features must be (B, T, {self.config.feature_dim}), got {tuple(features.shape)}")
+        if self.semantic_dim:
+            features = features[..., :-self.semantic_dim]
         return self.audio_proj(features.transpose(1, 2)).transpose(1, 2)
 
     def style_or_neutral(self, batch: int, reference: Tensor | None) -> Tensor:
@@ -383,6 +399,8 @@ class CompositeRegionalModel(TalkingFaceModel):
         if audio_stats is None:
             audio_stats = self.audio_statistics(z_audio)
         z_fuse = adain(z_audio, sigma_p, mu_p, audio_stats)                    # eq. 2
+        if self.semantic is not None:                                          # Wav2Sem eq. 7, after AdaIN
+            z_fuse = self.semantic.fusion(z_fuse, features[..., -self.semantic_dim:])
         return self.decode_frames(self.decoder_input(z_fuse, template), template)
 
     # ------------------------------------------------------------------ TalkingFaceModel interface

@@ -59,6 +59,7 @@ class FaceFormerConfig:
     chunk_overlap: int = 60
     encoders: list[dict] = field(default_factory=lambda: [{"kind": "whisper", "name_or_path": None, "layer": -1}])
     encoder_in_model: bool = False
+    semantic: dict | None = None      # Wav2Sem architecture when a 'wav2sem' encoder is last (paper 000)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FaceFormerConfig":
@@ -97,7 +98,10 @@ class FaceFormerModel(TalkingFaceModel):
         self.register_buffer("template", template.detach().float().clone())
         # mean of the training one-hots (the recipe sets it from the training clips)
         self.register_buffer("neutral_style_vector", torch.full((config.num_subjects,), 1.0 / config.num_subjects))
-        self.audio_feature_map = nn.Linear(config.feature_dim, d)
+        from engine.models.semantic_fusion import build_semantic_plugin
+        # Wav2Sem (paper 000, eq. 7) on the speech encoder's output, before the host's own layers
+        self.semantic, config.semantic = build_semantic_plugin(config.semantic, config.encoders, config.feature_dim)
+        self.audio_feature_map = nn.Linear(config.feature_dim - self.semantic_dim, d)
         self.style_embedding = nn.Linear(config.num_subjects, d, bias=False)     # W_s
         self.motion_encoder = nn.Linear(3 * v, d)                                # W_m
         self.ppe = PeriodicPositionalEncoding(d, config.period, config.dropout)
@@ -148,7 +152,7 @@ class FaceFormerModel(TalkingFaceModel):
         if style.shape != (b, self.config.num_subjects):
             raise ValueError(f"style must be (B, {self.config.num_subjects}) (a speaker one-hot or the neutral "
                              f"style), got {tuple(style.shape)}")
-        memory = self.audio_feature_map(features)
+        memory = self.audio_feature_map(self.fused_features(features))
         style_emb = self.style_embedding(style.to(memory.dtype)).unsqueeze(1)       # (B, 1, d): start token
         self_bias = biased_causal_mask(self.config.num_heads, t, self.config.period, memory.device)
         kept: list[Tensor | None] = [None] * len(self.decoder.layers)               # per layer: inputs so far
@@ -185,13 +189,20 @@ class FaceFormerModel(TalkingFaceModel):
         """One masked pass given the previous frames' offsets ``(B, T, V, 3)`` (teacher forcing when they
         are ground truth).  Not used to train; it is the reference :meth:`decode` must match."""
         b, t, _ = features.shape
-        memory = self.audio_feature_map(features)
+        memory = self.audio_feature_map(self.fused_features(features))
         style_emb = self.style_embedding(style.to(memory.dtype)).unsqueeze(1)
         prev = self.motion_encoder(offsets[:, :-1].flatten(2)) + style_emb
         tokens = self.ppe(torch.cat([style_emb, prev], dim=1))
         mask = biased_causal_mask(self.config.num_heads, t, self.config.period, memory.device).repeat(b, 1, 1)
         h = self.decoder(tokens, memory, tgt_mask=mask, memory_mask=alignment_mask(t, t, memory.device))
         return self.motion_decoder(h).unflatten(-1, (self.num_vertices, 3))
+
+    def fused_features(self, features: Tensor) -> Tensor:
+        """The speech features, with Wav2Sem's eq. 7 applied when the plug-in is on."""
+        if self.semantic is None:
+            return features
+        d = self.semantic_dim
+        return self.semantic.fusion(features[..., :-d], features[..., -d:])
 
     def predict(self, features: Tensor, template: Tensor, style: Tensor) -> Tensor:
         self.check_template(template)

@@ -60,6 +60,7 @@ class SelfTalkConfig:
     chunk_overlap: int = 60           # ... and cross-faded overlap
     encoders: list[dict] = field(default_factory=lambda: [{"kind": "whisper", "name_or_path": None, "layer": -1}])
     encoder_in_model: bool = False
+    semantic: dict | None = None      # Wav2Sem architecture when a 'wav2sem' encoder is last (paper 000)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SelfTalkConfig":
@@ -94,7 +95,10 @@ class SelfTalkModel(TalkingFaceModel):
         self.chunk_overlap = config.chunk_overlap
         self.register_buffer("template", template.detach().float().clone())
         d = config.d_model
-        self.audio_feature_map = nn.Linear(config.feature_dim, d)                # x_e1 -> d_model
+        from engine.models.semantic_fusion import build_semantic_plugin
+        # Wav2Sem (paper 000, eq. 7) on the speech encoder's output, before the host's own layers
+        self.semantic, config.semantic = build_semantic_plugin(config.semantic, config.encoders, config.feature_dim)
+        self.audio_feature_map = nn.Linear(config.feature_dim - self.semantic_dim, d)                # x_e1 -> d_model
         layer = nn.TransformerDecoderLayer(d, config.num_heads, dim_feedforward=config.ff_mult * d,
                                            dropout=config.dropout, batch_first=True)
         self.decoder = nn.TransformerDecoder(layer, config.num_layers)            # eqs. 5-6
@@ -120,11 +124,21 @@ class SelfTalkModel(TalkingFaceModel):
         if features.dim() != 3 or features.shape[2] != self.config.feature_dim:
             raise ValueError(f"features must be (B, T, {self.config.feature_dim}), got {tuple(features.shape)}")
         b, t, _ = features.shape
-        x = self.audio_feature_map(features)
+        x = self.audio_feature_map(self.fused_features(features))
         mask = biased_causal_mask(self.config.num_heads, t, self.config.period, x.device)
         mask = mask.repeat(b, 1, 1)                      # (B * heads, T, T), batch-major like nn.MultiheadAttention
         h = self.decoder(x, x, tgt_mask=mask)           # self-attention masked, cross-attention over the audio
         return self.vertex_map(h).unflatten(-1, (self.num_vertices, 3))
+
+    def phonetic_features(self, features: Tensor) -> Tensor:
+        """The speech encoder's part of ``features`` (without Wav2Sem's ``F_s``): the recogniser latent ``x_e2``."""
+        return features[..., :features.shape[-1] - self.semantic_dim]
+
+    def fused_features(self, features: Tensor) -> Tensor:
+        """``x_e1``: the speech features, with Wav2Sem's eq. 7 applied when the plug-in is on."""
+        if self.semantic is None:
+            return features
+        return self.semantic.fusion(self.phonetic_features(features), features[..., -self.semantic_dim:])
 
     def predict(self, features: Tensor, template: Tensor, style: Tensor | None = None) -> Tensor:
         self.check_template(template)

@@ -132,7 +132,7 @@ class SelfTalkRecipe(Recipe):
         c = self.options
         if c.w_lat == 0 and c.w_ctc == 0:
             return nn.ModuleDict()           # without both lip losses there is no lip reader to train
-        reader = LipReadingInterpreter(self.lips, model.config.feature_dim, c.lip_width, c.lip_layers, c.lip_heads)
+        reader = LipReadingInterpreter(self.lips, model.config.feature_dim - model.semantic_dim, c.lip_width, c.lip_layers, c.lip_heads)
         return nn.ModuleDict({"lip_reader": reader})
 
     def loss(self, model: nn.Module, aux: nn.ModuleDict, batch: dict[str, Tensor], step: int) -> LossOutput:
@@ -152,7 +152,7 @@ class SelfTalkRecipe(Recipe):
         if "lip_reader" in aux:
             latent, logits = aux["lip_reader"](offsets)                  # no stop-gradient: the diagram
             if c.w_lat > 0:
-                l_lat = latent_consistency_loss(latent, feats)           # x_e2: frozen recogniser latent
+                l_lat = latent_consistency_loss(latent, model.phonetic_features(feats))  # x_e2: frozen recogniser latent
                 total = total + c.w_lat * l_lat
                 terms["lat"] = float(l_lat.detach())
             if c.w_ctc > 0:
