@@ -50,13 +50,16 @@ def test_bench_runs_a_tiny_case(tmp_path, capsys):
     assert rc == 0
     res = json.loads(out.read_text())
     (m,) = res["methods"]
-    assert m["name"] == "default" and m["window"] == "full" and m["load_s"] > 0
+    from engine.checkpoint import read_metadata
+
+    declared = read_metadata("engine/assets/default.safetensors")["encoder"].get("window", "full")
+    assert m["name"] == "default" and m["window"] == declared and m["load_s"] > 0
     speed, warm = m["rows"]
     assert speed["seconds"] == 1.0 and speed["frames"] == 30
     assert 0 < speed["encoder_s"] <= speed["e2e_s"] and speed["decoder_s"] > 0 and speed["peak_rss_mb"] > 100
     assert warm["seconds"] == bench.WARM_SECONDS and warm["warm_request_s"] > 0
     printed = capsys.readouterr().out
-    assert "| default | full | 1 |" in printed and "warm 5 s request s" in printed
+    assert f"| default | {declared} | 1 |" in printed and "warm 5 s request s" in printed
 
 
 @pytest.mark.slow

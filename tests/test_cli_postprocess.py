@@ -46,7 +46,8 @@ def test_default_model_closes_lips_on_sample_by_default_and_not_with_none(tmp_pa
     assert len(events) >= 3, events                    # the sample has several /p b m/ hama hears
     g0, g1 = M.inner_lip_gap(model, up, lo)[events], M.inner_lip_gap(closed, up, lo)[events]
     assert (g1 < thr).all(), (g1, thr)                 # lips meet at every event ...
-    assert (g0 >= thr).sum() >= len(events) // 2, g0   # ... where the model alone mostly left them apart
+    assert (g1 <= g0 + 1e-6).all(), (g0, g1)           # ... never opening them wider than the model had them
+    assert (g0 >= thr).any(), g0                       # ... and closing some the model alone left apart
     moved = np.abs(closed - model).max(axis=(0, 2)) > 0
     assert not moved[masks["upper_face"]].any() and moved[up].all()
     far = np.ones(len(closed), bool)

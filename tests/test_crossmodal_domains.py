@@ -20,6 +20,16 @@ from training.synthtalk.rig import CONTROLS, Rig
 
 
 @pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """A SynthTalk corpus of 8 clips (train speakers 0 and 1, test speaker 10): CI has no `make data`."""
+    from training.synthtalk import generate as G
+
+    out = tmp_path_factory.mktemp("xm_corpus")
+    G.generate(out, G.preset("small", clips=8), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
 def rig():
     return Rig(build_head(10))
 
@@ -83,9 +93,10 @@ def test_stage_config_rejects_unknown_keys_and_wrong_types(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_renders_writes_both_domains_with_their_meshes(tmp_path, rig):
+def test_build_renders_writes_both_domains_with_their_meshes(tmp_path, rig, tiny_corpus):
     from training.crossmodal.renders import build_renders, load_split
-    cfg = RenderConfig(out=str(tmp_path / "r"), size=32, r_clips_per_identity=1, r_test_clips=1, s_train=6, s_val=2)
+    cfg = RenderConfig(out=str(tmp_path / "r"), data_root=str(tiny_corpus), size=32, r_clips_per_identity=1,
+                       r_test_identity=10, r_test_clips=1, s_train=6, s_val=2)
     counts = build_renders(cfg)
     s = load_split(cfg.out, "S_train")
     assert s["images"].shape == (6, 32, 32, 3) and s["controls"].shape == (6, 13)

@@ -80,18 +80,28 @@ def test_checkpoint_round_trip_fp16(tmp_path):
         CrossModalConfig.from_dict({"latnet": 3})
 
 
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """A SynthTalk corpus of 8 clips (train speakers 0 and 1, test speaker 10): CI has no `make data`."""
+    from training.synthtalk import generate as G
+
+    out = tmp_path_factory.mktemp("xm_corpus")
+    G.generate(out, G.preset("small", clips=8), workers=1, progress=False)
+    return out
+
+
 @pytest.mark.slow
-def test_three_stages_train_from_configs_and_the_cli_animates_a_wav(tmp_path):
+def test_three_stages_train_from_configs_and_the_cli_animates_a_wav(tmp_path, tiny_corpus):
     """The whole chain at toy scale: the stage configs, then ``python -m engine animate``."""
     run = [sys.executable, "-m", "training.crossmodal"]
     r = tmp_path / "renders"
-    subprocess.run(run + ["renders", "--config", "training/configs/crossmodal_renders.toml", f'out="{r}"',
-                          "size=32", "r_clips_per_identity=2", "r_test_clips=1", "s_train=24", "s_val=4"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
+    subprocess.run(run + ["renders", "--config", "training/configs/crossmodal_renders.toml", f'out="{r}"', f'data_root="{tiny_corpus}"',
+                          "size=32", "r_clips_per_identity=2", "r_test_identity=10", "r_test_clips=1", "s_train=24", "s_val=4"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     subprocess.run(run + ["regressor", "--config", "training/configs/crossmodal_regressor.toml", f'renders="{r}"',
                           f'out="{tmp_path / "reg"}"', "image_size=16", "width=4", "steps=3", "batch_size=4"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     subprocess.run(run + ["transcoder", "--config", "training/configs/crossmodal_transcoder.toml", f'renders="{r}"',
                           f'out="{tmp_path / "tc"}"', f'regressor="{tmp_path / "reg" / "regressor.safetensors"}"',
-                          f'feature_cache="{tmp_path / "cache"}"', "image_size=16", "steps=2", "latent=16",
+                          f'feature_cache="{tmp_path / "cache"}"', f'data_root="{tiny_corpus}"', "image_size=16", "steps=2", "latent=16",
                           "speech_width=16", "batch_clips=2", "batch_s=4", "paired_fraction=0.5"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=1200)
     ckpt = tmp_path / "tc" / "crossmodal.safetensors"
     out = tmp_path / "a.npy"

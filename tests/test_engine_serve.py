@@ -219,8 +219,7 @@ def test_real_engine_warm_requests_match_the_cold_cli(tmp_path: Path) -> None:
         frames_b, _ = read_animation(str(tmp_path / "b.npy"))
         frames_cold, _ = read_animation(str(cold))
         np.testing.assert_array_equal(frames_b, frames_cold)
-        # warm: far less than the cold start (model load + imports) that 'ready' took
+        # speed (warm requests vs the cold start) is the bench's job, not a timed assertion here
         print(f"ready after {ready['seconds']} s; warm requests {a[-1]['seconds']} s, {b[-1]['seconds']} s")
-        assert b[-1]["seconds"] < ready["seconds"]
     finally:
         assert s.close() == 0

@@ -221,8 +221,9 @@ def test_checkpoint_declared_window_is_what_inference_builds(cache_dir, tmp_path
     from engine.inference import Animator
     from training.encoder_window import relabel_window
 
-    src = ROOT / "engine" / "assets" / "default.safetensors"
-    dst = relabel_window(src, tmp_path / "fitted.safetensors", "fitted")
+    shipped = ROOT / "engine" / "assets" / "default.safetensors"
+    src = relabel_window(shipped, tmp_path / "full.safetensors", "full")
+    dst = relabel_window(shipped, tmp_path / "fitted.safetensors", "fitted")
     a_full, a_fit = Animator.from_checkpoint(src, device="cpu"), Animator.from_checkpoint(dst, device="cpu")
     assert [e.spec.window for e in a_full.encoders] == ["full"]
     assert [e.spec.window for e in a_fit.encoders] == ["fitted"]
