@@ -14,7 +14,9 @@ neutral rather than the subject's style, so it is near its ceiling there by cons
 
 Sets: ``synthtalk`` (test split, evenly spaced ``--max-clips``), ``realspeech`` (human recordings,
 pseudo ground truth) and the tongue-twisters of :mod:`training.benchmark_sets` (``bilabial``,
-``labiodental``, ``rounding``: held-out voices, exact TTS timings, test identity).
+``labiodental``, ``rounding``: held-out voices, exact TTS timings, test identity) and ``characters``
+(the bilabial twisters carried onto the retargeting test characters and scored on their own
+vertices: :mod:`training.benchmark_characters`).
 
 Metric definitions live in :mod:`engine.metrics` (per-clip ones averaged over clips, LVE-squared
 pooled over all frames as CodeTalker does, per-phone ones pooled over every phone of the set;
