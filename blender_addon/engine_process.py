@@ -207,18 +207,7 @@ class EngineJob:
     def wait(self, timeout: float | None = None, interval: float = 0.05,
              on_progress: Any = None) -> JobState:
         """Synchronous use (batch mode, tests, the operator's ``execute``): poll until finished."""
-        t0 = time.monotonic()
-        last: tuple[str | None, float | None] = (None, None)
-        while not self.poll().finished:
-            if on_progress is not None and (self.state.stage, self.state.fraction) != last:
-                last = (self.state.stage, self.state.fraction)
-                on_progress(self.state)
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                self.cancel()
-                self.state.message = f"The engine did not finish within {timeout:.0f} s and was stopped."
-                break
-            time.sleep(interval)
-        return self.state
+        return wait_for_job(self, timeout, interval, on_progress)
 
     def cancel(self, grace: float = 3.0) -> None:
         """Terminate the child (then kill it if it ignores SIGTERM) and mark the job cancelled."""
@@ -287,6 +276,23 @@ class EngineJob:
             if self.log:  # the whole output stays available to whoever reads the console
                 print("Parley engine output:\n" + "\n".join("  engine| " + ln for ln in self.log),
                       file=sys.stderr, flush=True)
+
+
+def wait_for_job(job: Any, timeout: float | None, interval: float, on_progress: Any = None) -> JobState:
+    """Poll ``job`` (an :class:`EngineJob` or a warm engine's job: ``poll``, ``cancel``, ``state``)
+    until it finishes, reporting each new (stage, fraction); past ``timeout`` s it is cancelled."""
+    t0 = time.monotonic()
+    last: tuple[str | None, float | None] = (None, None)
+    while not job.poll().finished:
+        if on_progress is not None and (job.state.stage, job.state.fraction) != last:
+            last = (job.state.stage, job.state.fraction)
+            on_progress(job.state)
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            job.cancel()
+            job.state.message = f"The engine did not finish within {timeout:.0f} s and was stopped."
+            break
+        time.sleep(interval)
+    return job.state
 
 
 def crash_summary(log: list[str]) -> str:

@@ -37,7 +37,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .engine_process import EngineError, JobState, crash_summary, parse_line
+from .engine_process import (
+    EngineError,
+    JobState,
+    crash_summary,
+    parse_line,
+    wait_for_job,
+)
 
 __all__ = ["WarmEngine", "WarmJob", "current", "shutdown", "start", "submit", "take_notice"]
 
@@ -219,18 +225,7 @@ class WarmJob:
         return self.state
 
     def wait(self, timeout: float | None = None, interval: float = 0.02, on_progress: Any = None) -> JobState:
-        t0 = time.monotonic()
-        last: tuple[str | None, float | None] = (None, None)
-        while not self.poll().finished:
-            if on_progress is not None and (self.state.stage, self.state.fraction) != last:
-                last = (self.state.stage, self.state.fraction)
-                on_progress(self.state)
-            if timeout is not None and time.monotonic() - t0 > timeout:
-                self.cancel()
-                self.state.message = f"The engine did not finish within {timeout:.0f} s and was stopped."
-                break
-            time.sleep(interval)
-        return self.state
+        return wait_for_job(self, timeout, interval, on_progress)
 
     def cancel(self, grace: float = 5.0) -> None:
         """Ask the server to stop this request. One that has not started yet is skipped by the
