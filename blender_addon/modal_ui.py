@@ -53,6 +53,7 @@ class ModalUI:
         self._timer: Any = None
         self._wm: Any = None
         self._progress_on = False
+        self._shown = False
 
     def begin(self, context: Any) -> None:
         """Call before ``modal_handler_add``; if this raises nothing is left behind."""
@@ -70,12 +71,17 @@ class ModalUI:
         _OPEN.append(self)
 
     def update(self, context: Any, text: str, fraction: float | None = None) -> None:
+        """Show ``text`` and ``fraction``; nothing is redrawn when neither changed (the modal timer
+        calls this 10 times a second, and each redraw competes with the engine for the CPU)."""
+        before = (self.text, self.percent)
         self.text = text
         if fraction is not None:
             self.fraction = min(1.0, max(0.0, float(fraction)))
-        pct = int(round(self.fraction * 100))
+        if (self.text, self.percent) == before and self._shown:
+            return
+        self._shown = True
         if self._progress_on and self._wm is not None:
-            self._wm.progress_update(pct)
+            self._wm.progress_update(self.percent)
         status(context, f"{self.title}: {text} (Esc cancels)")
         redraw_sidebars(context)
 

@@ -178,15 +178,17 @@ def bench_method(anim: Any, durations: list[float], work: Path) -> list[dict[str
     return rows
 
 
-def hour_row(checkpoint: str, work: Path, device: str, seconds: float = 3600.0) -> dict[str, Any]:
+def hour_row(checkpoint: str, work: Path, device: str, seconds: float = 3600.0,
+             postprocess: str = "lipclose") -> dict[str, Any]:
     """One cold ``python -m engine animate`` on ``seconds`` of audio into a PC2: wall time, real-time
-    factor and the child's peak resident memory (``wait4``'s ``ru_maxrss``)."""
+    factor and the child's peak resident memory (``wait4``'s ``ru_maxrss``). ``postprocess`` is the
+    CLI's (lipclose by default: its hama pass costs about 0.1 CPU s per audio second, one thread)."""
     import subprocess
 
     wav = _write_wav(work / "hour.wav", seconds)
     out = work / "hour.pc2"
     cmd = [sys.executable, "-m", "engine", "animate", "--audio", str(wav), "--out", str(out),
-           "--checkpoint", checkpoint, "--device", device, "--progress", "none"]
+           "--checkpoint", checkpoint, "--device", device, "--progress", "none", "--postprocess", postprocess]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -198,7 +200,7 @@ def hour_row(checkpoint: str, work: Path, device: str, seconds: float = 3600.0) 
     wav.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"hour run failed: {(err.strip().splitlines() or ['?'])[-1]}")
-    return {"checkpoint": checkpoint, "audio_s": seconds, "wall_s": wall, "x_rt": seconds / wall,
+    return {"checkpoint": checkpoint, "postprocess": postprocess, "audio_s": seconds, "wall_s": wall, "x_rt": seconds / wall,
             "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0,
             "pc2_gb": size / 1e9}
 
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-CLI and stage timings (fresh processes)")
     ap.add_argument("--hour", action="store_true", help="also run 1 h of audio through the CLI into a PC2 (long)")
     ap.add_argument("--hour-seconds", type=float, default=3600.0, help=argparse.SUPPRESS)
+    ap.add_argument("--hour-postprocess", choices=["lipclose", "none"], default="lipclose",
+                    help="--hour: the CLI's --postprocess (default lipclose, as the CLI)")
     ap.add_argument("--workdir", default=None, help="scratch folder (the --hour PC2 needs ~7 GB)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  done {name}", file=sys.stderr, flush=True)
         if args.hour:
             default = dict(methods).get("default", methods[0][1])
-            results["hour"] = hour_row(default, work, args.device, args.hour_seconds)
+            results["hour"] = hour_row(default, work, args.device, args.hour_seconds, args.hour_postprocess)
     results["load_average_end"] = os.getloadavg()[0]
     print(f"device: {args.device}" + (f" ({results['gpu']})" if "gpu" in results else "") + f", torch {torch.__version__}"
           + f", torch threads: {results['threads']}, load average {results['load_average_start']:.1f} -> "
@@ -340,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     print(start_table(results))
     if "hour" in results:
         h = results["hour"]
-        print(f"\n1 h row: {h['audio_s']:g} s of audio -> PC2 ({h['pc2_gb']:.1f} GB) in {h['wall_s']:.0f} s wall "
+        print(f"\n1 h row (--postprocess {h['postprocess']}): {h['audio_s']:g} s of audio -> PC2 ({h['pc2_gb']:.1f} GB) "
+              f"in {h['wall_s']:.0f} s wall "
               f"= {h['x_rt']:.1f}× real time, {h['cpu_s']:.0f} CPU s, peak RSS {h['peak_rss_mb']:.0f} MB")
     if args.json:
         from engine.fileio import atomic_write

@@ -36,7 +36,7 @@ SCENARIOS = [
     "esc_mid_run_cancels", "load_blend_mid_run_cancels", "disable_addon_mid_run",
     "engine_failures_report_cleanly", "preferences_buttons", "dialogue_all_strips",
     "dialogue_esc_keeps_finished_lines", "shipped_checkpoint_dropdown", "panel_draws_every_setting",
-    "warm_two_clicks_reuse_engine", "warm_engine_killed_between_clicks",
+    "warm_two_clicks_reuse_engine", "warm_engine_killed_between_clicks", "shipped_methods_bake",
 ]
 
 

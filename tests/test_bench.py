@@ -77,3 +77,20 @@ def test_cold_stage_split_adds_up(tmp_path):
 def test_bench_refuses_unknown_only(capsys):
     assert bench.main(["--only", "nope", "--no-cold"]) == 2
     assert "matches none" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("postprocess", ["none", "lipclose"])
+def test_hour_row_runs_the_cli_and_cleans_up(tmp_path, postprocess):
+    """The --hour row on 2 s: the CLI child really ran (CPU time, memory, the PC2's size: 60 frames
+    of the default head) with the requested post-processing, and left no scratch files behind."""
+    from engine.checkpoint import resolve_checkpoint_path
+
+    r = bench.hour_row(str(resolve_checkpoint_path("default")), tmp_path, "cpu", seconds=2.0, postprocess=postprocess)
+    with open("engine/assets/default_head.obj") as fh:
+        v = sum(line.startswith("v ") for line in fh)
+    assert r["postprocess"] == postprocess and r["audio_s"] == 2.0
+    assert round(r["pc2_gb"] * 1e9) == 32 + 60 * v * 3 * 4
+    assert r["wall_s"] > 0 and r["x_rt"] == pytest.approx(2.0 / r["wall_s"]) and r["cpu_s"] > 0.5
+    assert 100 < r["peak_rss_mb"] < 4000
+    assert not list(tmp_path.iterdir())

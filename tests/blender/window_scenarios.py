@@ -110,6 +110,8 @@ def widen_sidebar(pixels: int = 170) -> Iterator[float]:
     ov = view3d()
     ov["area"].spaces.active.show_region_ui = True
     yield 0.3
+    if not bpy.app.use_event_simulate:  # blender_addon/bench.py --window runs without simulated events
+        return
     ui = next(r for r in view3d()["area"].regions if r.type == "UI")
     win = window()
     x, y = ui.x + 2, ui.y + ui.height // 2
