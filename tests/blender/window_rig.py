@@ -254,13 +254,18 @@ class StatusSpy:
     def __init__(self) -> None:
         self.mod = addon_mod("modal_ui")
         self.orig = self.mod.status
-        self.texts: list[str | None] = []
+        self.texts: list[str | None] = []  # what the bar showed, in order (repeats folded)
+        self.calls = 0
+        self.repeats = 0  # writes of the text already shown: each one is a redraw for nothing
 
     def __enter__(self) -> StatusSpy:
         def spy(context: Any, text: str | None) -> None:
             self.orig(context, text)
+            self.calls += 1
             if not self.texts or self.texts[-1] != text:
                 self.texts.append(text)
+            else:
+                self.repeats += 1
 
         self.mod.status = spy
         return self
