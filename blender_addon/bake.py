@@ -97,6 +97,7 @@ class BakeResult:
     shape_keys: list[str] = field(default_factory=list)
     action: str | None = None
     sound_strip: str | None = None
+    warnings: list[str] = field(default_factory=list)  # the engine's, for the report (e.g. a transcript not used)
 
     @property
     def end_frame(self) -> int:

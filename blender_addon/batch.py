@@ -17,6 +17,8 @@ drives :class:`session.GenerateSession` directly (the same code as the Generate 
 One clip → ``--out`` is the .blend written. Several clips → each clip is baked onto a fresh
 copy of the scene and saved as its own file: ``--out`` must be a folder (``<clip>.blend``
 inside) or contain ``{clip}``. Mesh caches go to ``parley_cache/`` next to each output file.
+A ``line.txt`` next to ``line.wav`` is that line's transcript: it times the lip closures (engine
+``--transcript``; ``--no-transcript`` ignores it).
 Prints one line per clip; exits 1 (message on stderr) if any clip failed, 2 on bad arguments.
 One warm engine (``warm_engine.py``: model loaded once) serves every clip and line of the run;
 ``--cold`` starts a fresh engine process per clip instead.
@@ -73,6 +75,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--postprocess", choices=["lipclose", "none"], default=None,
                    help="lipclose: shut the lips on /p b m/ heard in the audio; none: the model's output as is "
                         "(default: the engine's, lipclose)")
+    p.add_argument("--no-transcript", action="store_true",
+                   help="ignore line.txt next to line.wav (by default it is the line's transcript, which times "
+                        "the lip closures)")
     p.add_argument("--python", dest="python", default="",
                    help="interpreter that runs the engine (default: this one)")
     p.add_argument("--engine-script", default="",
@@ -190,7 +195,7 @@ def main(argv: Sequence[str]) -> int:
                 fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=not args.no_sound,
                 set_frame_range=args.set_range, set_scene_fps=args.set_fps,
                 use_object_template=not args.no_template, style_path=args.style, clip=clip,
-                postprocess=args.postprocess,
+                postprocess=args.postprocess, use_transcript=not args.no_transcript,
                 engine_entry=(os.path.abspath(args.engine_script),) if args.engine_script else ("-m", "engine"),
                 warm=not args.cold)
             session = session_mod.GenerateSession(bpy.context.scene, req)
@@ -202,6 +207,8 @@ def main(argv: Sequence[str]) -> int:
                 os.unlink(tmp_out + "1")
             os.replace(tmp_out, out)
             where = result.cache_file if result.mode == "CACHE" else f"{len(result.shape_keys)} shape keys"
+            for w in result.warnings:
+                print(f"parley: [{i}/{len(clips)}] {clip}: warning: {w}", flush=True)
             print(f"parley: [{i}/{len(clips)}] {clip}: {result.frames} frames from frame {result.start_frame} "
                   f"({result.mode.lower()}: {where}) -> {out} "
                   f"(engine {time.perf_counter() - t_engine - t_bake:.1f} s, bake {t_bake:.2f} s, "
@@ -251,7 +258,7 @@ def from_strips(args: argparse.Namespace, session_mod: ModuleType, strips_mod: M
             mode="CACHE" if args.mode == "cache" else "SHAPEKEYS", start_frame=line.start_frame,  # type: ignore[attr-defined]
             fps=args.fps, relative_keys=args.relative_keys, add_sound_strip=False,
             use_object_template=not args.no_template, clip=line.strip, engine_entry=entry,  # type: ignore[attr-defined]
-            postprocess=args.postprocess, warm=not args.cold)
+            postprocess=args.postprocess, use_transcript=not args.no_transcript, warm=not args.cold)
 
     t0 = time.perf_counter()
     n = len(plan.lines)
@@ -267,6 +274,8 @@ def from_strips(args: argparse.Namespace, session_mod: ModuleType, strips_mod: M
 
         for r in run.run(on_line=on_line):
             print(f"parley: baked {r.clip}: frames {r.start_frame}-{r.end_frame} ({r.mode.lower()})", flush=True)
+        for w in run.warnings:
+            print(f"parley: warning: {w}", flush=True)
         bpy.ops.wm.save_mainfile()
         if os.path.exists(tmp_out + "1"):
             os.unlink(tmp_out + "1")

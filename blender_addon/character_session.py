@@ -172,8 +172,9 @@ class CharacterSession(GenerateSession):
             raise GenerateError(str(exc)) from exc
         python = r.python or engine_process.default_python()
         self.req.python = python
+        transcript = engine_process.transcript_beside(audio, r.postprocess) if r.use_transcript else None
         ereq = engine_process.AnimateRequest(audio=audio, out=self.out_path, checkpoint=ckpt, fps=self.fps,
-                                             device=r.device, postprocess=r.postprocess)
+                                             device=r.device, postprocess=r.postprocess, transcript=transcript)
         return engine_process.build_animate_command(python, ereq, entry=r.engine_entry) + args
 
     def finish(self) -> bake.BakeResult:
@@ -190,6 +191,7 @@ class CharacterSession(GenerateSession):
                                      audio_path=r.audio_path if r.add_sound_strip else None,
                                      set_frame_range=r.set_frame_range, set_fps=self.fps if r.set_scene_fps else None)
             self.result = bake_weights(self.scene, self.target(), w, opts)
+            self.result.warnings = list(st.warnings)
             n_keys = getattr(self.result, "keyframes", 0)
             how = "solved through the fit" if w.path == "fit" else "mapped by key names (no fit)"
             self.result.note = (f" on an NLA track: {len(w.names)} shape keys {how}, {n_keys} keyframes"  # type: ignore[attr-defined]
@@ -206,6 +208,7 @@ class CharacterSession(GenerateSession):
             audio_path=r.audio_path if r.add_sound_strip else None, set_frame_range=r.set_frame_range,
             set_fps=self.fps if r.set_scene_fps else None, cache_dir=r.cache_dir)
         self.result = bake.bake(self.scene, self.target(), out, opts)
+        self.result.warnings = list(st.warnings)
         self.result.note = " (carried onto this mesh through its fit)"  # type: ignore[attr-defined]
         return self.result
 

@@ -51,6 +51,7 @@ class AnimateRequest:
     fps: float | None = None
     device: str = "auto"
     postprocess: str | None = None  # --postprocess lipclose|none; None = the engine's default (lipclose)
+    transcript: str | None = None  # --transcript: the words spoken (a text file), which time the lip closures
 
 
 def build_animate_command(python: str, req: AnimateRequest, entry: Sequence[str] = ("-m", "engine")) -> list[str]:
@@ -67,8 +68,19 @@ def build_animate_command(python: str, req: AnimateRequest, entry: Sequence[str]
         cmd += ["--fps", _fmt_float(req.fps)]
     if req.postprocess:
         cmd += ["--postprocess", req.postprocess]
+    if req.transcript:
+        cmd += ["--transcript", req.transcript]
     cmd += ["--device", req.device.lower(), "--progress", "json"]
     return cmd
+
+
+def transcript_beside(audio: str, postprocess: str | None) -> str | None:
+    """The line's transcript by the dialogue-pipeline convention: ``line.txt`` next to ``line.wav``
+    (None if there is none, or if the lips are not being closed, which is all it is used for)."""
+    if postprocess == "none":
+        return None
+    path = os.path.splitext(audio)[0] + ".txt"
+    return path if os.path.isfile(path) else None
 
 
 def _fmt_float(x: float) -> str:
@@ -142,6 +154,7 @@ class JobState:
     ok: bool = False
     result: dict[str, Any] = field(default_factory=dict)  # the 'done' event
     message: str = ""  # error for the user when finished and not ok
+    warnings: list[str] = field(default_factory=list)  # the engine's 'warning' events (the line still baked)
 
 
 class EngineJob:
@@ -252,6 +265,8 @@ class EngineJob:
                 pass
         elif kind == "done":
             self.state.result = event
+        elif kind == "warning":
+            self.state.warnings.append(str(event.get("message", "")))
         elif kind == "error":
             self._error_event = str(event.get("message", "unknown engine error"))
 

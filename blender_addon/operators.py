@@ -175,7 +175,7 @@ def shared_request_settings(context: bpy.types.Context) -> dict[str, Any]:
         device=device.lower(), mode=s.bake_mode, fps=fps, relative_keys=bool(s.relative_keys),
         set_scene_fps=s.fps_source == "CHECKPOINT", use_object_template=bool(s.use_object_template),
         cache_dir=getattr(prefs, "cache_dir", "") or "//parley_cache",
-        postprocess=None if s.close_lips else "none")
+        postprocess=None if s.close_lips else "none", use_transcript=bool(s.use_transcript))
 
 
 def start_warm_engine(context: bpy.types.Context) -> warm_engine.WarmEngine:
@@ -244,7 +244,11 @@ def user_message(exc: BaseException) -> str:
 def _report_result(op: bpy.types.Operator, r: bake.BakeResult) -> None:
     where = r.modifier or r.action or ""
     note = getattr(r, "note", "")  # any character: which retarget path, how many keys
-    op.report({"INFO"}, f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}{note}")
+    text = f"Parley: baked '{r.clip}' ({r.frames} frames from frame {r.start_frame}) as {where}{note}"
+    if r.warnings:   # still baked, but the user should know (e.g. their transcript was not used)
+        op.report({"WARNING"}, f"{text}; {short_paths('; '.join(r.warnings))}")
+    else:
+        op.report({"INFO"}, text)
 
 
 class PARLEY_OT_generate(bpy.types.Operator):

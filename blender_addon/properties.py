@@ -73,6 +73,11 @@ class ParleySettings(bpy.types.PropertyGroup):
         name="Close lips on B/P/M", default=True,
         description="Shut the lips where the audio has a /p b m/ (the engine's lipclose post-processing); "
                     "off = the model's output as is")
+    use_transcript: BoolProperty(  # type: ignore[valid-type]
+        name="Use transcript (.txt beside the audio)", default=True,
+        description="When line.txt lies next to line.wav, the lips close on its /p b m/, timed by forced "
+                    "alignment, instead of the ones the recogniser hears (a word it cannot align: a warning, "
+                    "and the audio alone is used)")
     start_frame: IntProperty(name="Start frame", default=1)  # type: ignore[valid-type]
     fps_source: EnumProperty(  # type: ignore[valid-type]
         name="Frame rate",

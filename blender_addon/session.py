@@ -55,6 +55,7 @@ class GenerateRequest:
     use_object_template: bool = False  # send the object's rest shape as --template
     style_path: str | None = None
     postprocess: str | None = None  # engine --postprocess; None = its default (lipclose: lips meet on B/P/M)
+    use_transcript: bool = True  # send line.txt beside line.wav as --transcript (it times the lip closures)
     cache_dir: str = "//parley_cache"
     clip: str | None = None  # default: from the audio file name
     temp_files: list[str] = field(default_factory=list)  # deleted when the session ends (style samples)
@@ -231,7 +232,8 @@ class GenerateSession(EngineSession):
             formats.write_template_obj(template, co.reshape(-1, 3), faces)
         ereq = engine_process.AnimateRequest(
             audio=audio, out=self.out_path, checkpoint=ckpt, template=template, style=style,
-            fps=self.fps, device=r.device, postprocess=r.postprocess)
+            fps=self.fps, device=r.device, postprocess=r.postprocess,
+            transcript=engine_process.transcript_beside(audio, r.postprocess) if r.use_transcript else None)
         python = r.python or engine_process.default_python()
         self.req.python = python
         return engine_process.build_animate_command(python, ereq, entry=r.engine_entry)
@@ -252,6 +254,7 @@ class GenerateSession(EngineSession):
                 set_frame_range=r.set_frame_range, set_fps=self.fps if r.set_scene_fps else None,
                 cache_dir=r.cache_dir)
             self.result = bake.bake(self.scene, obj, out, opts)
+            self.result.warnings = list(st.warnings)
             return self.result
         finally:
             self.cleanup()

@@ -145,6 +145,7 @@ class StripsRun:
         self.session: GenerateSession | None = None
         self.outputs: list[str] = []  # engine outputs of finished lines (index = line)
         self.results: list[bake.BakeResult] = []
+        self.warnings: list[str] = []  # the engine's, per line ("line 2: ..."), for the final report
         self.done = False
         self._tmp = tempfile.mkdtemp(prefix="parley_dialogue_")
 
@@ -177,6 +178,7 @@ class StripsRun:
             return Progress(self.index, n, overall, f"line {self.index + 1}/{n} ({line.strip} -> "
                                                     f"{line.object_name}) {words} {int(round(overall * 100))}%")
         session, self.session = self.session, None
+        self.warnings += [f"line {self.index + 1} ({line.strip}): {w}" for w in st.warnings]
         try:
             self.outputs.append(session.take_output(os.path.join(self._tmp, f"{self.index:04d}.pc2")))
         except GenerateError as exc:

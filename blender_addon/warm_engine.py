@@ -267,6 +267,8 @@ class WarmJob:
                 pass
         elif kind == "done":
             st.result = event
+        elif kind == "warning":
+            st.warnings.append(str(event.get("message", "")))
         elif kind == "error":
             self._error = self._error or str(event.get("message", "unknown engine error"))
         elif kind == "end":

@@ -1,12 +1,15 @@
 """``python -m engine animate``: speech audio -> vertex animation file (the Blender add-on's entry point).
 
     python -m engine animate --audio A.wav [--checkpoint C] [--template mesh.obj] [--style ref.npy|ref.pc2]
-        [--fps F] [--device auto|cpu|cuda] [--postprocess lipclose|none]
+        [--fps F] [--device auto|cpu|cuda] [--postprocess lipclose|none] [--transcript line.txt]
         --out out.{npy,pc2,mdd} | --out-dir objs/ [--progress json]
 
 ``--postprocess lipclose`` (the default) closes the lips on /p b m/ heard in the audio
 (:mod:`engine.postprocess`, one extra phoneme-recogniser pass); ``none`` writes the model's output
-as is (what the benchmark's model rows score).
+as is (what the benchmark's model rows score).  With ``--transcript`` (the words spoken, a text
+file) the closures come from the transcript's /p b m/ timed by forced alignment instead; a
+transcript that cannot be aligned (a word outside the dictionary, text that does not match the
+audio) gives a warning and the recogniser's evidence, never a failed line.
 
 Output files are written *while* decoding: the destination format's header goes into a temporary
 file next to the destination, each decoded window of frames is appended to it, and the file is
@@ -35,7 +38,7 @@ import numpy as np
 
 from engine.postprocess import DEFAULT_POSTPROCESS
 
-__all__ = ["register", "run_animate", "open_output", "resolve_postprocess"]
+__all__ = ["register", "run_animate", "open_output", "resolve_postprocess", "read_transcript", "align_transcript"]
 
 FORMATS = (".npy", ".pc2", ".mdd")
 
@@ -57,6 +60,10 @@ def register(subparsers: Any) -> None:
                    help="lipclose: close the lips on /p b m/ heard in the audio (one phoneme-recogniser pass, "
                         "~0.1-0.2 s per second of audio); none: the model's output as is "
                         f"(default: {DEFAULT_POSTPROCESS} where the checkpoint's topology has inner-lip masks)")
+    p.add_argument("--transcript", metavar="TEXT_FILE",
+                   help="the words spoken (UTF-8 text file): lipclose then closes the lips on the transcript's "
+                        "/p b m/, timed by forced alignment (needs pocketsphinx), instead of the ones a phoneme "
+                        "recogniser hears")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--out", help="output animation: .npy, .pc2 or .mdd")
     g.add_argument("--out-dir", help="write an OBJ sequence into this folder")
@@ -88,6 +95,39 @@ def resolve_postprocess(requested: str | None, topology: Any) -> str:
     return DEFAULT_POSTPROCESS
 
 
+def read_transcript(path: str | None, postprocess: str) -> str | None:
+    """``--transcript``'s text, checked before any work: a missing or empty file is an error, and
+    so is a transcript without the stage that uses it."""
+    if not path:
+        return None
+    if postprocess != "lipclose":
+        raise ValueError("--transcript times the lip closures of --postprocess lipclose; "
+                         f"it has no use with --postprocess {postprocess}")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ValueError(f"--transcript {path!r}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--transcript {path!r}: cannot read it as UTF-8 text ({exc})") from None
+    if not text.strip():
+        raise ValueError(f"--transcript {path!r} is empty: give the words spoken, or leave the option out")
+    return text
+
+
+def align_transcript(wav: np.ndarray, text: str | None, warn: Any) -> list | None:
+    """The transcript's timed phones, or None (with ``warn(message)``) when it cannot be aligned:
+    the line is still animated, with the recogniser's bilabials."""
+    if text is None:
+        return None
+    from engine.align import AlignmentError, align
+
+    try:
+        return align(wav, text)[0]
+    except AlignmentError as exc:
+        warn(f"transcript not used ({exc}); lips closed from the audio alone")
+        return None
+
+
 def _add_retarget_options(p: argparse.ArgumentParser) -> None:
     """Any character (issue 10): ``--target`` mesh of any topology, ``--shapes`` for its own keys."""
     from engine.cli_fit import add_mesh_options
@@ -112,6 +152,12 @@ class _Progress:
         self.mode = mode
         self.last: dict[str, float] = {}
         self.bars: dict[str, Any] = {}
+
+    def warn(self, message: str) -> None:
+        if self.mode == "json":
+            print(json.dumps({"event": "warning", "message": message}), flush=True)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def __call__(self, stage: str, fraction: float) -> None:
         fraction = float(min(1.0, max(0.0, fraction)))
@@ -256,21 +302,23 @@ def run_animate(args: argparse.Namespace) -> int:
     wav = load_audio(args.audio)
     anim = load_animator(args)
     args.postprocess = resolve_postprocess(args.postprocess, anim.topology)
+    text = read_transcript(getattr(args, "transcript", None), args.postprocess)
     fps = float(args.fps or anim.fps)
     template = _read_template(args.template, anim.topology) if args.template else None
     style = _read_style(args.style, anim.num_vertices) if args.style else None
     T, V = num_frames(len(wav), fps), anim.num_vertices
+    phones = align_transcript(wav, text, progress.warn)
     try:
         if args.out:
             with open_output(out, T, V, fps) as buf:
                 anim.animate(wav, fps=fps, style=style, template=template, progress=progress, out=buf,
-                             postprocess=args.postprocess)
+                             postprocess=args.postprocess, transcript=phones)
                 progress("write", 1.0)
             dest = str(out)
         else:
             from engine.exporters import write_obj_sequence
             frames = anim.animate(wav, fps=fps, style=style, template=template, progress=progress,
-                                  postprocess=args.postprocess)
+                                  postprocess=args.postprocess, transcript=phones)
             write_obj_sequence(args.out_dir, frames, anim.topology.faces,
                                progress=lambda f: progress("write", f))
             dest = str(args.out_dir)

@@ -23,6 +23,7 @@ output itself is the only thing allowed to scale, and it can be a memmap / file,
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -231,7 +232,8 @@ class Animator:
     @torch.no_grad()
     def animate(self, audio: str | os.PathLike | np.ndarray, sample_rate: int | None = None, fps: float | None = None,
                 style: np.ndarray | None = None, template: np.ndarray | None = None,
-                progress: ProgressFn | None = None, out: Any = None, postprocess: str | None = "none") -> np.ndarray:
+                progress: ProgressFn | None = None, out: Any = None, postprocess: str | None = "none",
+                transcript: str | Sequence[tuple[str, float, float]] | None = None) -> np.ndarray:
         """Animate speech: returns ``(T, V, 3)`` float32 with ``T = num_frames(len(audio), fps)``.
 
         ``audio``: a file path or a mono waveform (arrays are taken as 16 kHz unless ``sample_rate`` says
@@ -245,12 +247,19 @@ class Animator:
         ``postprocess``: ``"none"`` (default: the model's output as is) or ``"lipclose"`` (close the
         lips on /p b m/ heard in the audio, :mod:`engine.postprocess`; streams, so ``out`` stays
         bounded).  The CLI and the add-on default to ``"lipclose"``.
+        ``transcript`` (``lipclose`` only): the words spoken -- then the lips close on the
+        transcript's /p b m/, timed by forced alignment (:mod:`engine.align`, needs pocketsphinx;
+        raises :class:`engine.align.AlignmentError` before any model work if it cannot align) instead
+        of the ones a phoneme recogniser hears -- or an already timed phone list
+        ``[(ARPAbet, start_s, end_s), ...]``.
         """
         from engine.audio import load_audio, num_frames as frames_for
         from engine.models.windowing import predict_sequence
         from engine.postprocess import check_postprocess
 
         post = check_postprocess(postprocess)
+        if transcript is not None and post != "lipclose":
+            raise ValueError("a transcript is only used by postprocess 'lipclose' (it times the lip closures)")
         if post == "lipclose":
             from engine.postprocess import lip_masks
             lip_masks(self.topology.masks)   # refuse before any work when the topology cannot support it
@@ -268,14 +277,23 @@ class Animator:
             feats = self.features(wav, T, progress=stage("encode"))
             return predict_sequence(self.model, feats, tmpl, style_vec, out=out, window_frames=self.window_frames,
                                     progress=stage("decode"))
-        from engine.postprocess import LipCloseSink, audio_bilabial_evidence
+        from engine.postprocess import LipCloseSink, audio_bilabial_evidence, phone_windows
 
-        # "encode" covers both listening passes: hama's (~1/5 of the time) then the model encoder's
+        # "encode" covers both listening passes: hama's or the aligner's (~1/5 of the time), then
+        # the model encoder's
         enc = stage("encode") or (lambda f: None)
-        evidence = audio_bilabial_evidence(wav, progress=lambda f: enc(0.2 * f))
+        evidence, windows = None, None
+        if transcript is None:
+            evidence = audio_bilabial_evidence(wav, progress=lambda f: enc(0.2 * f))
+        else:
+            if isinstance(transcript, str):
+                from engine.align import align
+                transcript = align(wav, transcript)[0]
+            windows = phone_windows(list(transcript), fps, T)
+            enc(0.2)
         feats = self.features(wav, T, progress=lambda f: enc(0.2 + 0.8 * f))
         result = np.empty((T, self.num_vertices, 3), dtype=np.float32) if out is None else out
-        sink = LipCloseSink(result, evidence, fps, tmpl.numpy(), self.topology.masks)
+        sink = LipCloseSink(result, evidence, fps, tmpl.numpy(), self.topology.masks, windows=windows)
         predict_sequence(self.model, feats, tmpl, style_vec, out=sink, window_frames=self.window_frames,
                          progress=stage("decode"))
         sink.close()

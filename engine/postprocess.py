@@ -12,6 +12,11 @@ Evidence used (all available at inference, from the audio alone):
    one- or two-frame spike among ``<blank>`` frames.  ``bilabial_evidence`` renormalises each frame
    over the non-blank tokens and sums the bilabial ones (IPA p, pʰ, p͈, b, m, ɓ, ʙ): a per-frame
    probability that *if* a phone is emitted here it is bilabial, weighted by ``1 - P(blank)``.
+   Or, when the animator has the line's script (``--transcript``), the transcript's own /p b m/
+   timed by forced alignment (:mod:`engine.align`): :func:`phone_windows` makes one search window
+   per aligned bilabial, exactly its span -- no recogniser pass, and the closure lands inside the
+   phone even where the model's own gap minimum runs early (it does, by ~2 frames, on the
+   bilabial tongue-twisters: README "Lip benchmark").
 2. **Exactly when inside it** -- the model's own inner-lip gap: around each spike the closure is
    centred on the frame where the predicted gap is smallest (within ``search_s``).
 
@@ -41,10 +46,12 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["LipCloseConfig", "BILABIAL_IPA", "POSTPROCESS_CHOICES", "DEFAULT_POSTPROCESS", "check_postprocess",
-           "bilabial_evidence", "audio_bilabial_evidence", "closure_windows", "closure_events", "closure_weights",
+           "bilabial_evidence", "audio_bilabial_evidence", "phone_windows", "closure_windows",
+           "closure_events", "closure_weights",
            "close_lips", "lip_masks", "LipCloseSink", "lipclose"]
 
 BILABIAL_IPA = ("p", "pʰ", "p͈", "b", "m", "ɓ", "ʙ")
+BILABIAL_ARPABET = ("P", "B", "M")
 _NON_PHONE = ("<pad>", "<sos>", "<eos>", "<unk>", " ", "<wb>", "<blank>", "%", ",")
 
 POSTPROCESS_CHOICES = ("none", "lipclose")
@@ -107,6 +114,21 @@ def audio_bilabial_evidence(wav16k: np.ndarray, progress: Callable[[float], None
         if progress is not None:
             progress((k + 1) / len(starts))
     return out
+
+
+def phone_windows(phones: list[tuple[str, float, float]], fps: float, num_frames: int) -> list[tuple[int, int]]:
+    """Mesh-frame search windows ``[a, b)`` from a timed phone list ``(ARPAbet, start s, end s)``
+    (e.g. :func:`engine.align.align` of the transcript): one per /p b m/, covering the mesh frames
+    that overlap the phone (at least one), in time order.  Stress digits and case are ignored."""
+    wins = []
+    for label, start, end in phones:
+        if str(label).upper().rstrip("012") not in BILABIAL_ARPABET:
+            continue
+        a = min(max(0, int(np.floor(float(start) * fps))), num_frames)
+        b = min(max(a + 1, int(np.ceil(float(end) * fps))), num_frames)
+        if a < b:
+            wins.append((a, b))
+    return sorted(wins)
 
 
 def closure_windows(evidence50: np.ndarray, fps: float, num_frames: int, cfg: LipCloseConfig) -> list[tuple[int, int]]:
@@ -236,15 +258,17 @@ class LipCloseSink:
     The result equals :func:`closure_events` + :func:`closure_weights` + :func:`close_lips` on the
     whole clip (``tests/test_postprocess.py`` checks it chunk by chunk)."""
 
-    def __init__(self, out: Any, evidence50: np.ndarray, fps: float, template: np.ndarray, masks: dict,
-                 cfg: LipCloseConfig | None = None) -> None:
+    def __init__(self, out: Any, evidence50: np.ndarray | None, fps: float, template: np.ndarray, masks: dict,
+                 cfg: LipCloseConfig | None = None, windows: list[tuple[int, int]] | None = None) -> None:
         self.out = out
         self.shape = tuple(out.shape)
         self.cfg = cfg or LipCloseConfig()
         T = self.shape[0]
         up, lo, exclude = lip_masks(masks)
         self.closer = _Closer(template, up, lo, self.cfg.radius, exclude)
-        self.windows = closure_windows(evidence50, fps, T, self.cfg)
+        if (evidence50 is None) == (windows is None):
+            raise ValueError("give the recogniser's evidence50 or the phone windows, exactly one")
+        self.windows = closure_windows(evidence50, fps, T, self.cfg) if windows is None else sorted(windows)
         self.next_window = 0
         self.events: list[int] = []
         self.gap = np.zeros(T)
@@ -294,14 +318,18 @@ class LipCloseSink:
 
 
 def lipclose(frames: np.ndarray, wav16k: np.ndarray, fps: float, template: np.ndarray, masks: dict,
-             cfg: LipCloseConfig | None = None, evidence50: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """The whole stage on one clip: hama evidence -> events -> weights -> :func:`close_lips`.
-    Returns (frames, info) with the events (mesh frames) and the 50 Hz evidence."""
-    ev = audio_bilabial_evidence(wav16k) if evidence50 is None else np.asarray(evidence50)
+             cfg: LipCloseConfig | None = None, evidence50: np.ndarray | None = None,
+             windows: list[tuple[int, int]] | None = None) -> tuple[np.ndarray, dict]:
+    """The whole stage on one clip: search windows (from hama's evidence, computed here unless
+    ``evidence50`` is given, or ``windows`` from :func:`phone_windows`) -> events -> weights ->
+    :func:`close_lips`.  Returns (frames, info) with the events (mesh frames) and the windows."""
+    ev = None
+    if windows is None:
+        ev = audio_bilabial_evidence(wav16k) if evidence50 is None else np.asarray(evidence50)
     x = np.asarray(frames, dtype=np.float32)
     out = np.empty_like(x)
-    sink = LipCloseSink(out, ev, fps, template, masks, cfg)
+    sink = LipCloseSink(out, ev, fps, template, masks, cfg, windows=windows)
     sink[0:len(x)] = x
     sink.close()
-    gap = sink.gap
-    return out, {"events": closure_events(ev, gap, fps, sink.cfg), "evidence50": ev}
+    events = sorted({e for e in (_pick(w, sink.gap, sink.cfg) for w in sink.windows) if e is not None})
+    return out, {"events": events, "windows": sink.windows, "evidence50": ev}

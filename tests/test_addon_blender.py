@@ -28,7 +28,7 @@ EXPECTED_CHECKS = [
     "bake_failure_rolls_back", "topology_mismatch_refused", "request_from_panel_settings",
     "panel_and_preferences_draw", "batch_end_to_end",
     "batch_from_installed_extension_with_scene", "parley_head_and_dialogue_strips",
-    "warm_engine_reused_then_stopped_by_disable",
+    "warm_engine_reused_then_stopped_by_disable", "transcript_beside_audio_reaches_engine_and_report",
 ]
 
 PYTHONS = {"4.5": ROOT / ".venv" / "bin" / "python", "5.0": ROOT / ".venv-bpy5" / "bin" / "python"}

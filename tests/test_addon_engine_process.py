@@ -37,6 +37,20 @@ def test_build_animate_command_exact() -> None:
     assert "--postprocess" not in cmd                      # the engine's default (lipclose)
     cmd3 = ep.build_animate_command("py", ep.AnimateRequest(audio="a.wav", out="o.pc2", postprocess="none"))
     assert cmd3[cmd3.index("--postprocess") + 1] == "none"
+    assert "--transcript" not in cmd3
+    cmd4 = ep.build_animate_command("py", ep.AnimateRequest(audio="a.wav", out="o.pc2", transcript="/d/a b.txt"))
+    assert cmd4[cmd4.index("--transcript") + 1] == "/d/a b.txt"
+
+
+def test_transcript_beside_the_audio(tmp_path: Path) -> None:
+    """line.txt next to line.wav is the line's transcript, unless the lips are not being closed."""
+    audio = tmp_path / "line 1.wav"
+    assert ep.transcript_beside(str(audio), None) is None
+    (tmp_path / "line 1.txt").write_text("Bob met Pam.", encoding="utf-8")
+    assert ep.transcript_beside(str(audio), None) == str(tmp_path / "line 1.txt")
+    assert ep.transcript_beside(str(audio), "lipclose") == str(tmp_path / "line 1.txt")
+    assert ep.transcript_beside(str(audio), "none") is None
+    assert ep.transcript_beside(str(tmp_path / "line 2.flac"), None) is None
 
 
 @pytest.mark.parametrize("line,expected", [
@@ -103,6 +117,15 @@ def test_job_success_reports_progress_and_result(tmp_path: Path, wav: str, ckpt:
     frames = formats.read_pc2(str(tmp_path / "out.pc2"))
     assert frames.shape == (30, 4, 3)
     np.testing.assert_allclose(frames[0], np.arange(12, dtype=np.float32).reshape(4, 3), atol=0.03)
+
+
+def test_job_keeps_warning_events_and_still_succeeds(tmp_path: Path, wav: str, ckpt: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    req = ep.AnimateRequest(audio=wav, out=str(tmp_path / "out.pc2"), checkpoint=ckpt, fps=30,
+                            transcript=str(tmp_path / "clip.txt"))
+    st = ep.EngineJob(ep.build_animate_command(sys.executable, req, entry=(FAKE,)), env=ep.engine_env(str(ROOT)),
+                      cwd=str(tmp_path)).start().wait(timeout=120)
+    assert st.ok and st.warnings == ["fake engine: transcript clip.txt not used"]
 
 
 def test_job_error_event_becomes_the_message(tmp_path: Path, wav: str, ckpt: str,

@@ -84,6 +84,16 @@ def test_requests_reuse_one_process_and_give_the_engine_job_interface(wav: str, 
     assert we.take_notice() is None
 
 
+def test_warm_request_keeps_its_warning_events(wav: str, tmp_path: Path) -> None:
+    """A warning tagged with the request's id reaches that request (the line still succeeds)."""
+    job = we.submit(PREFIX, _argv(wav, tmp_path / "o.pc2") + ["--transcript", str(tmp_path / "a.txt")], _env())
+    st = job.wait(timeout=60)
+    assert st.ok, st.message
+    assert st.warnings == ["fake engine: transcript a.txt not used"]
+    st2 = we.submit(PREFIX, _argv(wav, tmp_path / "o2.pc2"), _env()).wait(timeout=60)
+    assert st2.ok and st2.warnings == []
+
+
 def test_cancel_stops_the_request_and_the_engine_stays_warm(wav: str, tmp_path: Path) -> None:
     env = _env(PARLEY_FAKE_SLEEP="0.5")
     job = we.submit(PREFIX, _argv(wav, tmp_path / "slow.pc2"), env)

@@ -37,7 +37,11 @@ SCENARIOS = [
     "engine_failures_report_cleanly", "preferences_buttons", "dialogue_all_strips",
     "dialogue_esc_keeps_finished_lines", "shipped_checkpoint_dropdown", "panel_draws_every_setting",
     "warm_two_clicks_reuse_engine", "warm_engine_killed_between_clicks", "shipped_methods_bake",
+    "transcript_beside_audio",
 ]
+
+
+LINE_5S = "Hello there. This is a five second line of speech, spoken for the Parley test."
 
 
 def _tool(name: str) -> str:
@@ -93,7 +97,7 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     scenes, shots, wheels = work / "scenes", work / "shots", work / "wheels"
     for d in (scenes, shots, wheels):
         d.mkdir()
-    _speak(work / "line5s.wav", "Hello there. This is a five second line of speech, spoken for the Parley test.")
+    _speak(work / "line5s.wav", LINE_5S)
     (work / "not_audio.wav").write_text("this is not audio\n")
     for name, text in (("wav_a", "Hello Bob."), ("wav_b", "Hi Alice, how are you?"), ("wav_c", "Goodbye.")):
         _speak(work / f"{name}.wav", text)
@@ -106,7 +110,8 @@ def window_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "python_without_torch": str(bare / "bin" / "python"),
         "fake_engine": str(BLENDER_DIR / "fake_engine.py"),
         "head_obj": str(ROOT / "engine" / "assets" / "default_head.obj"),
-        "wav_5s": str(work / "line5s.wav"), "wav_a": str(work / "wav_a.wav"), "wav_b": str(work / "wav_b.wav"),
+        "wav_5s": str(work / "line5s.wav"), "wav_5s_text": LINE_5S,
+        "wav_a": str(work / "wav_a.wav"), "wav_b": str(work / "wav_b.wav"),
         "wav_c": str(work / "wav_c.wav"), "bad_wav": str(work / "not_audio.wav"), "wheels": str(wheels),
         "timeout": 240, "only": os.environ.get("PARLEY_WINDOW_ONLY", "").split(",") if
         os.environ.get("PARLEY_WINDOW_ONLY") else None,

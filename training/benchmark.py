@@ -6,7 +6,8 @@
 
 Methods: every ``engine/assets/*.safetensors`` (``Animator.from_checkpoint(path).animate(wav)``, so new
 checkpoints are picked up automatically), each again with the optional ``lipclose`` post-processing
-(:mod:`engine.postprocess`, rows named ``<model>+lipclose``, never mixed into the model's rows), and
+(:mod:`engine.postprocess`, rows named ``<model>+lipclose``, never mixed into the model's rows; with
+``--transcript-lipclose`` also ``<model>+lipclose_text``, the stage timed by the aligned transcript), and
 the baselines of :mod:`training.baselines`: ``mean_face``, ``jaw_from_loudness`` (fitted on SynthTalk
 train clips) and ``rig_aligned`` (the SynthTalk rig driven by pocketsphinx-aligned phones of the
 transcript -- on ``realspeech`` that is how the pseudo ground truth itself is made, with the
@@ -124,6 +125,28 @@ def lipclose_method(base: Method, masks: dict, fps: float) -> Method:
         frames = base.cache[c.name]
         return lipclose(frames, load_audio(c.wav), fps, c.template, masks)[0]
     return Method(base.name + "+lipclose", run, base=base.name)
+
+
+def transcript_lipclose_method(base: Method, masks: dict, fps: float, log: Callable[[str], None]) -> Method:
+    """``<model>+lipclose_text``: the stage timed by the clip's transcript aligned with pocketsphinx
+    (``python -m engine animate --transcript``), falling back to the recogniser where alignment fails,
+    as the CLI does; the fallbacks are logged and counted in the row (``transcript_fallbacks``)."""
+    from engine.align import AlignmentError, align
+    from engine.audio import load_audio
+    from engine.postprocess import lipclose, phone_windows
+
+    def run(c: Clip) -> np.ndarray:
+        wav = load_audio(c.wav)
+        frames = base.cache[c.name]
+        try:
+            wins = phone_windows(align(wav, c.text)[0], fps, len(frames))
+        except AlignmentError as exc:
+            log(f"{base.name}+lipclose_text: {c.name}: {exc}; recogniser evidence instead")
+            m.cache.setdefault("fallbacks", []).append(c.name)
+            wins = None
+        return lipclose(frames, wav, fps, c.template, masks, windows=wins)[0]
+    m = Method(base.name + "+lipclose_text", run, base=base.name)   # run() records its fallbacks in m.cache
+    return m
 
 
 def baseline_methods(train_root: Path | None, fps: float) -> list[Method]:
@@ -250,6 +273,8 @@ def run_set(name: str, clips: list[Clip], methods: list[Method], masks: dict, fp
         r["rtf"] = m.seconds / max(m.audio_seconds, 1e-9)
         if m.name in failures:
             r["failed_clips"] = failures[m.name]
+        if m.cache.get("fallbacks"):
+            r["transcript_fallbacks"] = m.cache.pop("fallbacks")
         rows[m.name] = r
         m.seconds = m.audio_seconds = 0.0
     seconds = sum(len(c.gt) for c in clips) / fps
@@ -334,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--characters", nargs="+", default=None, help="test characters for the characters set (default: all)")
     ap.add_argument("--character-clips", type=int, default=4, help="bilabial clips carried onto each test character")
     ap.add_argument("--no-lipclose", action="store_true", help="skip the post-processed rows")
+    ap.add_argument("--transcript-lipclose", action="store_true",
+                    help="add <model>+lipclose_text rows: the stage timed by each clip's aligned transcript "
+                         "(on realspeech the pseudo ground truth is timed by the same aligner: read the twisters)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 clips per set, no pictures (smoke test)")
     ap.add_argument("--no-plots", action="store_true")
@@ -368,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         model_names.append(m.name)
         if not args.no_lipclose:
             methods.append(lipclose_method(m, masks, fps))
+        if args.transcript_lipclose:
+            methods.append(transcript_lipclose_method(m, masks, fps, log))
     if not args.no_baselines:
         train = args.train_data or args.synthtalk
         have_train = (train / "splits.json").is_file()

@@ -236,7 +236,8 @@ def write_preview(path: str, mesh: UserMesh, fit: Fit, topology: Any) -> None:
 def run_retarget_cli(args: Any) -> int:
     """``python -m engine animate`` with ``--target`` and/or ``--shapes`` (see engine.cli_animate)."""
     from engine.audio import load_audio
-    from engine.cli_animate import FORMATS, _Progress, load_animator, open_output, resolve_postprocess
+    from engine.cli_animate import (FORMATS, _Progress, align_transcript, load_animator, open_output, read_transcript,
+                                    resolve_postprocess)
     from engine.fileio import atomic_write
 
     out = Path(args.out) if args.out else None
@@ -270,10 +271,11 @@ def run_retarget_cli(args: Any) -> int:
             print(json.dumps({"event": "warning", "message": msg}), flush=True)
         print(f"warning: {msg}", file=sys.stderr)
 
+    post = resolve_postprocess(getattr(args, "postprocess", None), topology)
+    phones = align_transcript(wav, read_transcript(getattr(args, "transcript", None), post), warn)
     fit = get_fit() if (mesh is not None and not args.shapes) else None
     try:
-        frames = anim.animate(wav, fps=fps, progress=progress,
-                              postprocess=resolve_postprocess(getattr(args, "postprocess", None), topology))
+        frames = anim.animate(wav, fps=fps, progress=progress, postprocess=post, transcript=phones)
         T = len(frames)
         if args.shapes:
             res = animate_shapes(frames, fps, topology, args.shapes, mesh, get_fit if mesh is not None else None,

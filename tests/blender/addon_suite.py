@@ -567,6 +567,51 @@ def request_from_panel_settings() -> str:
     return f"strip start 42; style from cache {os.path.basename(cache_path)}; sampled style {style.shape}"
 
 
+@check
+def transcript_beside_audio_reaches_engine_and_report() -> str:
+    """line.txt next to line.wav goes to the engine as --transcript (unless the option or the lip
+    closing is off); the engine's warning event reaches the result and the report, at WARNING
+    level, while the line is still baked."""
+    obj = fresh_scene("transcript", CFG["head_obj"])
+    assert obj is not None
+    argv_log = os.path.join(CFG["work"], "transcript_argv.jsonl")
+    if os.path.exists(argv_log):
+        os.unlink(argv_log)
+    set_engine("fake", {"PARLEY_FAKE_ARGV": argv_log})
+    line = os.path.join(CFG["work"], "line_with_text.wav")
+    shutil.copyfile(CFG["wav_a"], line)
+    text = os.path.join(CFG["work"], "line_with_text.txt")
+    with open(text, "w", encoding="utf-8") as fh:
+        fh.write("Bob met Pam by the map.\n")
+    ops = sub("operators")
+    reports: list[tuple[str, str]] = []
+
+    class Op:
+        def report(self, kind: set[str], msg: str) -> None:
+            reports.append((next(iter(kind)), msg))
+
+    results = []
+    for use, close in ((True, True), (False, True), (True, False)):
+        settings(line, "CACHE", start_frame=1, add_sound_strip=False, use_transcript=use, close_lips=close)
+        req = ops.request_from_context(bpy.context)
+        results.append(sub("session").GenerateSession(bpy.context.scene, req).run(timeout=120))
+    with open(argv_log) as fh:
+        argvs = [json.loads(x) for x in fh]
+    expect(len(argvs) == 3, f"{len(argvs)} engine runs logged")
+    expect(argvs[0][argvs[0].index("--transcript") + 1] == text, f"argv {argvs[0]}")
+    expect("--transcript" not in argvs[1] and "--transcript" not in argvs[2], f"argv {argvs[1:]}")
+    expect(results[0].warnings == ["fake engine: transcript line_with_text.txt not used"], str(results[0].warnings))
+    expect(results[1].warnings == [] and results[2].warnings == [], "warnings without a transcript")
+    expect(all(r.frames > 0 for r in results), "a line was not baked")
+    ops._report_result(Op(), results[0])
+    ops._report_result(Op(), results[1])
+    expect(reports[0][0] == "WARNING" and "baked 'line_with_text'" in reports[0][1]
+           and "transcript line_with_text.txt not used" in reports[0][1], str(reports[0]))
+    expect(reports[1][0] == "INFO", str(reports[1]))
+    os.environ.pop("PARLEY_FAKE_ARGV", None)
+    return f"argv with/without --transcript as set; report: {reports[0][1]}"
+
+
 class MockLayout:
     """Stands in for UILayout (panels cannot draw headless): records labels, checks that every
     ``prop`` names a real property and every ``operator`` a registered operator."""

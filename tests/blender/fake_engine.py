@@ -8,6 +8,8 @@ Behaviour switches (environment): PARLEY_FAKE_FAIL=1 → error event + exit 2 af
 PARLEY_FAKE_CRASH=1 → traceback on stderr, exit 1, no protocol; PARLEY_FAKE_SLEEP=<s> → sleep
 between progress lines (for cancel tests); PARLEY_FAKE_PIDFILE=<path> → write own pid there;
 PARLEY_FAKE_ARGV=<path> → append the request's arguments there as one JSON line (pass-through tests).
+``--transcript F`` → a warning event naming F (the real engine warns only when it cannot use it;
+the fake always does, so the add-on's warning path can be checked).
 
 ``fake_engine.py serve`` is the warm engine's stand-in: the real protocol
 (:class:`engine.serve.Server`) with this fake work as the request handler, so cancel takes
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", default="json")
     p.add_argument("--postprocess", choices=["lipclose", "none"])
+    p.add_argument("--transcript")
     a = p.parse_args(argv)
     if os.environ.get("PARLEY_FAKE_ARGV"):
         with open(os.environ["PARLEY_FAKE_ARGV"], "a") as fh:
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(1)
         raise RuntimeError("simulated crash inside the engine")
     print("some library warning that is not JSON", flush=True)
+    if a.transcript:
+        emit(event="warning", message=f"fake engine: transcript {os.path.basename(a.transcript)} not used")
     info = sf.info(a.audio)
     t_count = num_frames(int(round(info.frames * 16000 / info.samplerate)), a.fps)
     for i in range(5):

@@ -10,6 +10,9 @@
   ``crossmodal``) chosen in the Model dropdown and clicked with the real engine: each bakes
   vertex-exact against what the engine wrote, the lips move, the two models differ, and the
   warm engine switched checkpoints without restarting.
+* ``transcript_beside_audio`` -- ``line.txt`` next to ``line.wav``: the click sends it to the
+  engine as ``--transcript`` and bakes with no warning; after the text is changed to a word the
+  aligner cannot pronounce the click still bakes, and the report says the transcript was not used.
 
 Esc mid-request (the request stops, the engine stays warm and the next click uses it) is
 ``esc_mid_run_cancels`` in window_scenarios.py; disabling mid-run is ``disable_addon_mid_run``.
@@ -173,3 +176,48 @@ def shipped_methods_bake() -> Generator[float, None, str]:
     expect(a.shape == b.shape and float(np.abs(a - b).max()) > 1e-4, "the two models baked the same motion")
     expect(pids[0] == pids[1] and pid_alive(pids[0]), f"the warm engine restarted between models: {pids}")
     return "; ".join(out) + f"; one engine pid {pids[0]}"
+
+
+@scenario
+def transcript_beside_audio() -> Generator[float, None, str]:
+    """A transcript next to the audio, real engine: used when it aligns, a warning when it cannot."""
+    import shutil
+
+    yield from open_scene("base")
+    set_engine("real")
+    line = os.path.join(CFG["work"], "line_with_text.wav")
+    text = os.path.join(CFG["work"], "line_with_text.txt")
+    shutil.copyfile(CFG["wav_5s"], line)
+    ep = addon_mod("engine_process")
+    orig, sent = ep.build_animate_command, []
+
+    def record(python: str, req: object, *a: object, **k: object) -> list[str]:
+        cmd = orig(python, req, *a, **k)
+        sent.append(cmd)
+        return cmd
+
+    ep.build_animate_command = record
+    out = []
+    try:
+        for words, warned in ((CFG["wav_5s_text"], False), ("Hello zorblax. " + CFG["wav_5s_text"], True)):
+            with open(text, "w", encoding="utf-8") as fh:
+                fh.write(words + "\n")
+            with EngineSpy() as spy:
+                seconds, _pid, new = yield from click_and_bake("transcript", audio_path=line, bake_mode="CACHE",
+                                                              close_lips=True, use_transcript=True)
+            expect(len(spy.copies) == 1, f"{len(spy.copies)} engine outputs")
+            expect(sent and sent[-1][sent[-1].index("--transcript") + 1] == text, f"engine argv {sent[-1:]}")
+            baked = [r for r in new if "baked 'line_with_text'" in r]
+            expect(len(baked) == 1, f"no single bake report: {new}")
+            said = "transcript not used" in baked[0] and "zorblax" in baked[0]
+            expect(said == warned, f"report {baked[0]!r} (a warning expected: {warned})")
+            if warned:
+                yield 0.3
+                screenshot("transcript_warning")
+            out.append(f"{seconds:.1f} s: {baked[0]}")
+            with bpy.context.temp_override(**view3d()):
+                bpy.ops.ed.undo()
+            yield 0.3
+    finally:
+        ep.build_animate_command = orig
+    return " | ".join(out)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from engine.align import cmudict_path, words_of
+
 __all__ = [
     "ARPABET",
     "VOWELS",
@@ -54,18 +56,6 @@ class Sentence:
     text: str
 
 
-def cmudict_path() -> Path:
-    """The CMU dictionary that pocketsphinx ships (the aligner uses the same one)."""
-    try:
-        import pocketsphinx
-    except ImportError as exc:  # pragma: no cover - data extra missing
-        raise RuntimeError(
-            "pocketsphinx is needed for SynthTalk (pronunciations and alignment): "
-            "pip install 'pocketsphinx==5.1.1' (the project's [data] extra)"
-        ) from exc
-    return Path(pocketsphinx.__file__).resolve().parent / "model" / "en-us" / "cmudict-en-us.dict"
-
-
 @lru_cache(maxsize=1)
 def cmudict() -> dict[str, tuple[tuple[str, ...], ...]]:
     """word -> pronunciations (tuples of ARPAbet phones without stress), first one most common."""
@@ -79,14 +69,6 @@ def cmudict() -> dict[str, tuple[tuple[str, ...], ...]]:
             phones = tuple(re.sub(r"\d", "", p) for p in parts[1:])
             out.setdefault(word, []).append(phones)
     return {k: tuple(v) for k, v in out.items()}
-
-
-_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case word tokens of ``text`` (punctuation dropped, inner apostrophes kept)."""
-    return _TOKEN.findall(text.lower())
 
 
 def pronounce(text: str) -> list[str]:
