@@ -43,7 +43,7 @@ def _get_decoder():
     if _decoder is None:
         try:
             from pocketsphinx import Decoder
-        except ImportError as exc:  # pragma: no cover - the optional dependency missing
+        except ImportError as exc:  # pragma: no cover - pocketsphinx not installed
             raise AlignmentError(f"aligning a transcript needs pocketsphinx: {INSTALL_HINT}") from exc
         # bestpath off: it can append a fake one-frame </s> that makes the state alignment fail
         # ("Failed to reach final state", cmusphinx/pocketsphinx#339).

@@ -5,7 +5,7 @@ Off by default and never part of a model's own numbers: the benchmark reports it
 (the predicted inner-lip gap dips there) but average the brief closure with the open vowels around
 it, so the dip stops a few millimetres short of contact and the animation mumbles on b, p and m.
 
-Evidence used (all available at inference, from the audio alone):
+Evidence used (all available at inference: the audio, and the transcript when the user has one):
 
 1. **Which frames are bilabial** -- hama's 50 Hz phoneme posteriors (see
    :mod:`engine.encoders.hama_features`).  hama is a CTC recogniser, so a phone shows up as a
